@@ -1,0 +1,96 @@
+# Parley build. `make` builds everything into build/release; `make SAN=1`
+# builds the same with AddressSanitizer and UndefinedBehaviorSanitizer into
+# build/asan. See README.md for the targets people use.
+
+SAN ?= 0
+ifeq ($(SAN),1)
+  BUILD ?= build/asan
+  OPT = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDSAN = -fsanitize=address,undefined
+else
+  BUILD ?= build/release
+  OPT = -O2 -g
+  LDSAN =
+endif
+
+CC ?= cc
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+       -Wformat=2 -Wno-unused-parameter -Werror
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io -Isrc/sim -MMD -MP $(CFLAGS)
+LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lm -lpthread $(LDLIBS)
+
+LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB       := $(BUILD)/libparley.a
+
+CLI_SRC   := $(wildcard src/cli/*.c)
+CA_SRC    := $(wildcard src/ca/*.c)
+TEST_SRC  := $(wildcard tests/test_*.c)
+BENCH_SRC := $(wildcard bench/bench_*.c)
+FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
+# Helpers shared by several test programs (not tests themselves).
+TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+
+BINS   := $(BUILD)/parley $(BUILD)/parley-ca
+TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.SECONDARY:
+.PHONY: all test test-asan bench fuzz fuzz-smoke clean deps demo
+all: $(BINS) $(TESTS) $(BENCHES)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/parley: $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+$(BUILD)/parley-ca: $(CA_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+# Test programs may also link the CA's store (src/ca/store.c) to drive it directly.
+CA_LIB_OBJ := $(filter-out $(BUILD)/src/ca/main.o,$(CA_SRC:%.c=$(BUILD)/%.o))
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_SRC:%.c=$(BUILD)/%.o) $(CA_LIB_OBJ) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+# The test command: every test program and script, then one summary line.
+test: all
+	@tests/run.sh $(BUILD)
+
+test-asan:
+	@$(MAKE) --no-print-directory SAN=1 test
+
+bench: all
+	@for b in $(BENCHES); do $$b || exit 1; done
+
+# libFuzzer targets, built with clang. fuzz-smoke runs each briefly (CI);
+# `make fuzz FUZZ_SECONDS=600` runs a longer campaign.
+FUZZ_BUILD := build/fuzz
+FUZZ_SECONDS ?= 15
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/core -Isrc/io -Isrc/sim
+FUZZERS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+$(FUZZ_BUILD)/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -o $@ -lsodium -lsqlite3 -lm -lpthread
+
+fuzz: $(FUZZERS)
+	@fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZERS)
+
+fuzz-smoke: $(FUZZERS)
+	@fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZERS)
+
+deps:
+	@scripts/setup.sh
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(wildcard $(BUILD)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d)

@@ -1,0 +1,244 @@
+/*
+ * parley.h - the one public header of libparley.
+ *
+ * Parley is a telephone network run by its users. This header is what other
+ * programs build on: identities, certificates, the signing-authority client,
+ * and the secure session layer. Every protocol core here is sans-I/O: it is
+ * given the time and the datagrams that arrived, and it hands back datagrams
+ * to send, the next time it wants to be woken, and events. It never makes a
+ * system call, reads a clock or keeps global state, so the daemon and the
+ * deterministic simulator drive exactly the same code.
+ *
+ * Conventions:
+ *  - Every exported symbol starts with pl_.
+ *  - Functions that can fail return an error enum specific to their module,
+ *    with 0 meaning success, and a pl_<module>_strerror() for people.
+ *  - The caller owns every buffer it passes in.
+ *  - Multi-byte integers on the wire are big-endian, except where a cipher
+ *    specification says otherwise (nonces follow Noise: little-endian).
+ */
+#ifndef PARLEY_H
+#define PARLEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Microseconds since the Unix epoch. Drivers pass a value that never goes
+ * backwards; the simulator passes virtual time on the same scale. */
+typedef uint64_t pl_time;
+#define PL_MSEC ((pl_time)1000)
+#define PL_SEC ((pl_time)1000000)
+#define PL_TIME_NEVER UINT64_MAX
+
+/* ------------------------------------------------------------------------ */
+/* Addresses                                                                  */
+/* ------------------------------------------------------------------------ */
+
+enum { PL_AF_NONE = 0, PL_AF_INET4 = 4, PL_AF_INET6 = 6 };
+
+typedef struct pl_addr {
+    uint8_t family; /* PL_AF_INET4, PL_AF_INET6 or PL_AF_NONE */
+    uint8_t reserved;
+    uint16_t port;  /* host byte order */
+    uint8_t ip[16]; /* IPv4 uses the first 4 bytes */
+} pl_addr;
+
+/* Longest text pl_addr_format writes: "[v6]:port" plus the terminator. */
+#define PL_ADDR_TEXT_MAX 48
+
+/* Parses "1.2.3.4", "1.2.3.4:5", "::1", "[::1]:5". A missing port becomes
+ * default_port. Returns false on anything else. */
+bool pl_addr_parse(pl_addr *out, const char *text, uint16_t default_port);
+/* Writes "1.2.3.4:5" or "[::1]:5"; returns buf. */
+const char *pl_addr_format(const pl_addr *addr, char *buf, size_t cap);
+bool pl_addr_equal(const pl_addr *a, const pl_addr *b);
+/* Same host, any port. */
+bool pl_addr_same_host(const pl_addr *a, const pl_addr *b);
+
+/* ------------------------------------------------------------------------ */
+/* OS services, passed in as function tables                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Randomness. The daemon uses the kernel's generator; the simulator uses a
+ * seeded stream so that every run is reproducible. */
+typedef struct pl_rng {
+    void *ctx;
+    void (*fill)(void *ctx, uint8_t *buf, size_t len);
+} pl_rng;
+
+/* Memory. Cores allocate only when they are created or grow a table, never
+ * per packet. */
+typedef struct pl_mem {
+    void *ctx;
+    void *(*calloc)(void *ctx, size_t count, size_t size);
+    void (*free)(void *ctx, void *ptr);
+} pl_mem;
+
+/* The process's real services: libsodium's generator and the C heap. */
+const pl_rng *pl_rng_system(void);
+const pl_mem *pl_mem_system(void);
+
+/* A deterministic generator: a ChaCha20 stream keyed by the seed. */
+typedef struct pl_rng_seeded {
+    pl_rng rng;
+    uint8_t key[32];
+    uint64_t block;
+    uint8_t buf[64];
+    size_t used;
+} pl_rng_seeded;
+void pl_rng_seeded_init(pl_rng_seeded *r, uint64_t seed);
+uint64_t pl_rng_u64(const pl_rng *rng);
+/* Uniform in [0, bound) without modulo bias; bound > 0. */
+uint64_t pl_rng_below(const pl_rng *rng, uint64_t bound);
+
+/* Must be called once before anything else (initialises libsodium).
+ * Returns false if the crypto library cannot start. */
+bool pl_init(void);
+
+/* ------------------------------------------------------------------------ */
+/* User names                                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define PL_NAME_MIN 3
+#define PL_NAME_MAX 32
+
+typedef enum pl_name_err {
+    PL_NAME_OK = 0,
+    PL_NAME_ERR_LENGTH,     /* not 3..32 characters */
+    PL_NAME_ERR_CHARACTER,  /* a character outside [a-z0-9._-] */
+    PL_NAME_ERR_EDGE,       /* does not start and end with a letter or digit */
+    PL_NAME_ERR_RESERVED,   /* a reserved name such as "admin" */
+} pl_name_err;
+
+/* Lower-cases `in` into `out` (PL_NAME_MAX + 1 bytes) and checks the rules.
+ * Names are unique case-insensitively: "Alice" and "alice" are one name. */
+pl_name_err pl_name_normalize(const char *in, char out[PL_NAME_MAX + 1]);
+const char *pl_name_strerror(pl_name_err err);
+
+/* ------------------------------------------------------------------------ */
+/* Identity: an Ed25519 signing key and the X25519 key derived from it       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct pl_identity {
+    uint8_t sign_pk[32];
+    uint8_t sign_sk[64];
+    uint8_t dh_pk[32];
+    uint8_t dh_sk[32];
+} pl_identity;
+
+typedef enum pl_identity_err {
+    PL_IDENTITY_OK = 0,
+    PL_IDENTITY_ERR_IO,              /* cannot read or write the file */
+    PL_IDENTITY_ERR_EXISTS,          /* refusing to overwrite a key */
+    PL_IDENTITY_ERR_FORMAT,          /* not a Parley key file */
+    PL_IDENTITY_ERR_NEED_PASSPHRASE, /* the file is encrypted */
+    PL_IDENTITY_ERR_WRONG_PASSPHRASE,
+    PL_IDENTITY_ERR_PERMISSIONS,     /* the file is readable by others */
+    PL_IDENTITY_ERR_CRYPTO,
+} pl_identity_err;
+
+void pl_identity_generate(pl_identity *id, const pl_rng *rng);
+pl_identity_err pl_identity_from_seed(pl_identity *id, const uint8_t seed[32]);
+/* Writes the key with mode 0600, atomically. With a passphrase, the seed is
+ * sealed with XChaCha20-Poly1305 under an Argon2id-derived key. */
+pl_identity_err pl_identity_save(const pl_identity *id, const char *path,
+                                 const char *passphrase, bool overwrite);
+pl_identity_err pl_identity_load(pl_identity *id, const char *path, const char *passphrase);
+void pl_identity_wipe(pl_identity *id);
+const char *pl_identity_strerror(pl_identity_err err);
+
+/* ------------------------------------------------------------------------ */
+/* Certificates and revocation lists                                          */
+/* ------------------------------------------------------------------------ */
+
+#define PL_CERT_VERSION 1
+#define PL_CERT_FIXED_SIZE 172 /* everything but the name */
+#define PL_CERT_MAX_SIZE (PL_CERT_FIXED_SIZE + PL_NAME_MAX)
+#define PL_ISSUER_ID_SIZE 16
+
+/* A certificate binds a user name to a signing key and the X25519 key derived
+ * from it, for a validity window, under a CA. The encoding is canonical: one
+ * certificate has exactly one byte string (see docs/protocol.md). */
+typedef struct pl_cert {
+    uint8_t version;
+    uint8_t flags; /* reserved, 0 */
+    uint64_t serial;
+    uint64_t not_before; /* Unix seconds, inclusive */
+    uint64_t not_after;  /* Unix seconds, exclusive */
+    uint8_t issuer[PL_ISSUER_ID_SIZE];
+    uint8_t sign_pk[32];
+    uint8_t dh_pk[32];
+    uint8_t name_len;
+    char name[PL_NAME_MAX + 1];
+    uint8_t sig[64];
+} pl_cert;
+
+typedef enum pl_cert_err {
+    PL_CERT_OK = 0,
+    PL_CERT_ERR_MALFORMED,     /* not a canonical encoding */
+    PL_CERT_ERR_VERSION,       /* an unknown version */
+    PL_CERT_ERR_WRONG_ISSUER,  /* signed by a CA other than the pinned one */
+    PL_CERT_ERR_SIGNATURE,     /* the signature does not verify */
+    PL_CERT_ERR_NOT_YET_VALID,
+    PL_CERT_ERR_EXPIRED,
+    PL_CERT_ERR_REVOKED,
+    PL_CERT_ERR_BUFFER,        /* output buffer too small */
+} pl_cert_err;
+
+/* The issuer id of a CA: the first 16 bytes of BLAKE2b("parley-ca-id" || pk). */
+void pl_ca_issuer_id(const uint8_t ca_pk[32], uint8_t out[PL_ISSUER_ID_SIZE]);
+
+/* Encodes to at most PL_CERT_MAX_SIZE bytes; *out_len gets the size. */
+pl_cert_err pl_cert_encode(const pl_cert *cert, uint8_t *buf, size_t cap, size_t *out_len);
+pl_cert_err pl_cert_decode(pl_cert *cert, const uint8_t *buf, size_t len);
+/* Fills issuer and signs; used by the CA only. */
+void pl_cert_sign(pl_cert *cert, const uint8_t ca_pk[32], const uint8_t ca_sk[64]);
+
+typedef struct pl_crl pl_crl;
+/* Checks issuer, signature, validity at now_s (Unix seconds) and, when a CRL
+ * is given, revocation. Returns the first failure. */
+pl_cert_err pl_cert_verify(const pl_cert *cert, const uint8_t ca_pk[32], uint64_t now_s,
+                           const pl_crl *crl);
+const char *pl_cert_strerror(pl_cert_err err);
+
+/* A signed list of revoked serials. Decoding keeps a pointer into the
+ * caller's buffer, which must outlive the pl_crl. */
+struct pl_crl {
+    uint8_t version;
+    uint8_t issuer[PL_ISSUER_ID_SIZE];
+    uint64_t number;    /* grows with every revocation */
+    uint64_t issued_at; /* Unix seconds */
+    uint32_t count;
+    const uint8_t *serials_be; /* count big-endian u64, strictly ascending */
+    uint8_t sig[64];
+};
+
+#define PL_CRL_HEADER_SIZE 40
+#define PL_CRL_SIZE(count) (PL_CRL_HEADER_SIZE + 8 * (size_t)(count) + 64)
+#define PL_CRL_MAX_COUNT (1u << 20)
+
+pl_cert_err pl_crl_decode(pl_crl *crl, const uint8_t *buf, size_t len);
+pl_cert_err pl_crl_verify(const pl_crl *crl, const uint8_t ca_pk[32]);
+bool pl_crl_contains(const pl_crl *crl, uint64_t serial);
+/* Builds and signs a CRL into buf from ascending serials. */
+pl_cert_err pl_crl_build(uint8_t *buf, size_t cap, size_t *out_len, uint64_t number,
+                         uint64_t issued_at, const uint64_t *serials, uint32_t count,
+                         const uint8_t ca_pk[32], const uint8_t ca_sk[64]);
+
+/* Hex helpers for keys and fingerprints. */
+void pl_hex_encode(const uint8_t *in, size_t len, char *out /* 2*len+1 */);
+bool pl_hex_decode(const char *in, uint8_t *out, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PARLEY_H */
