@@ -21,6 +21,9 @@ typedef struct pl_loop pl_loop;
 #define PL_LOOP_RECV_BUDGET 256
 /* Datagrams queued per socket before a send batch is flushed. */
 #define PL_UDP_SEND_BATCH 64
+/* Datagrams a socket holds while the kernel says EAGAIN; pl_udp_send refuses
+ * more with PL_LOOP_ERR_FULL. */
+#define PL_UDP_SEND_QUEUE (4 * PL_UDP_SEND_BATCH)
 #define PL_UDP_MAX_DATAGRAM 1500
 
 typedef enum pl_loop_err {
@@ -40,7 +43,9 @@ pl_time pl_loop_now(const pl_loop *loop);
 /* Runs until pl_loop_stop(). */
 void pl_loop_run(pl_loop *loop);
 /* One wake-up: waits at most max_wait_ms (or until the next timer), serves
- * what is ready, flushes queued sends. */
+ * what is ready, flushes queued sends. A negative max_wait_ms waits for as
+ * long as it takes. Callbacks must not call pl_loop_run, pl_loop_run_once or
+ * pl_loop_free. */
 void pl_loop_run_once(pl_loop *loop, int max_wait_ms);
 void pl_loop_stop(pl_loop *loop);
 
@@ -66,9 +71,22 @@ pl_udp *pl_udp_open(pl_loop *loop, const pl_addr *bind_addr, pl_udp_recv_cb cb, 
 void pl_udp_close(pl_udp *sock);
 bool pl_udp_local_addr(const pl_udp *sock, pl_addr *out);
 /* Queues a datagram; the batch goes out with one sendmmsg at the end of the
- * wake-up, or sooner when it fills. Outside the loop call pl_udp_flush. */
+ * wake-up, or sooner when it fills. Outside the loop call pl_udp_flush.
+ * When the kernel's send buffer is full (EAGAIN) the queued datagrams are kept
+ * and sent when the socket is writable again; meanwhile the queue holds at
+ * most PL_UDP_SEND_QUEUE datagrams and refuses more with PL_LOOP_ERR_FULL
+ * (counted in send_full). Errors: PL_LOOP_ERR_TOO_BIG, PL_LOOP_ERR_ADDRESS
+ * (a family the socket does not speak), PL_LOOP_ERR_FULL. */
 pl_loop_err pl_udp_send(pl_udp *sock, const pl_addr *to, const uint8_t *data, size_t len);
 void pl_udp_flush(pl_udp *sock);
+typedef struct pl_udp_stats {
+    uint64_t received;       /* datagrams handed to the callback */
+    uint64_t recv_truncated; /* longer than PL_UDP_MAX_DATAGRAM: dropped */
+    uint64_t sent;           /* datagrams the kernel accepted */
+    uint64_t send_full;      /* refused by pl_udp_send because the queue was full */
+    uint64_t send_errors;    /* dropped because sendmmsg failed for them (not EAGAIN) */
+} pl_udp_stats;
+void pl_udp_get_stats(const pl_udp *sock, pl_udp_stats *out);
 
 /* ---- framed TCP streams -------------------------------------------------------
  * A frame is a big-endian u16 length and that many bytes. Input and output are
@@ -80,7 +98,9 @@ typedef struct pl_stream pl_stream;
 typedef struct pl_listener pl_listener;
 typedef void (*pl_stream_frame_cb)(void *ctx, pl_stream *s, const uint8_t *frame, size_t len, pl_time now);
 /* Called once when the stream ends (peer closed, error, or connect failed);
- * err is 0 for an orderly close, else an errno value. The stream is freed
+ * err is 0 for an orderly close, else an errno value: the connect's error
+ * (ECONNREFUSED, ETIMEDOUT...), EMSGSIZE for a frame longer than allowed,
+ * EPROTO for a peer that closed in the middle of a frame. The stream is freed
  * right after the callback returns. */
 typedef void (*pl_stream_close_cb)(void *ctx, pl_stream *s, int err);
 typedef void (*pl_listen_cb)(void *ctx, pl_listener *l, pl_stream *accepted, const pl_addr *peer);
@@ -92,13 +112,20 @@ void pl_listener_close(pl_listener *l);
 /* Non-blocking connect; frames may be queued at once. */
 pl_stream *pl_stream_connect(pl_loop *loop, const pl_addr *to, pl_loop_err *err);
 void pl_stream_set_callbacks(pl_stream *s, pl_stream_frame_cb on_frame, pl_stream_close_cb on_close, void *ctx);
+/* Lowers the largest frame accepted from the peer (default and ceiling
+ * PL_STREAM_MAX_FRAME); a longer length closes the stream with EMSGSIZE. */
+void pl_stream_set_max_frame(pl_stream *s, size_t max);
 pl_loop_err pl_stream_send(pl_stream *s, const uint8_t *frame, size_t len);
 bool pl_stream_peer_addr(const pl_stream *s, pl_addr *out);
 /* Closes after queued output is written (or at once if abort). The close
- * callback is not called for a close the owner asked for. */
+ * callback is not called for a close the owner asked for. A stream whose
+ * output cannot be written within PL_STREAM_LINGER is then dropped. */
+#define PL_STREAM_LINGER (10 * PL_SEC)
 void pl_stream_close(pl_stream *s, bool abort);
 
 /* ---- raw file descriptors (control sockets, signals) ------------------------------- */
+/* The loop never closes a watched fd; the owner unwatches, then closes it.
+ * Errors and hang-ups are reported as READ (and WRITE if that was asked for). */
 enum { PL_FD_READ = 1, PL_FD_WRITE = 2 };
 typedef void (*pl_fd_cb)(pl_loop *loop, int fd, unsigned events, void *ctx);
 pl_loop_err pl_loop_watch_fd(pl_loop *loop, int fd, unsigned events, pl_fd_cb cb, void *ctx);
