@@ -1,1 +1,831 @@
-int main(void) { return 0; }
+/*
+ * parley - the command-line client.
+ *
+ *   parley [--home DIR] [--json] COMMAND [args]
+ *     keygen                                  make the identity key
+ *     register NAME --ca ADDR:PORT --ca-key HEX
+ *     renew | revoke | crl                    talk to the pinned authority again
+ *     show                                    identity, certificate and status
+ *     help
+ *
+ * Files in the home directory ($PARLEY_HOME, else ~/.parley):
+ *   identity.key  the Ed25519 seed (0600, optionally sealed by a passphrase)
+ *   identity.pub  the public key in hex, readable without the passphrase
+ *   identity.cert the certificate from the authority
+ *   ca            the pinned authority: "key HEX" and "addr ADDR:PORT"
+ *   crl           the last revocation list fetched and verified
+ *
+ * People get one line on stderr per error, "parley: CMD: what went wrong",
+ * and an exit code per kind of failure (see EXIT_* below and `parley help`);
+ * with --json, stdout also carries a JSON object for machines. The protocol
+ * decisions are all in ca_client.c: this file is a small blocking driver
+ * that tries UDP (with the client's retransmissions) and falls back to TCP.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ca_client.h"
+#include "parley.h"
+#include "sockaddr.h"
+
+#define PROG "parley"
+
+/* Exit codes, one per kind of failure a script may want to act on. */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAIL = 1,        /* anything else */
+    EXIT_USAGE = 2,       /* bad command line */
+    EXIT_BAD_NAME = 3,    /* the name breaks the rules or is reserved */
+    EXIT_NAME_TAKEN = 4,
+    EXIT_UNREACHABLE = 5, /* no answer from the authority over UDP or TCP */
+    EXIT_PASSPHRASE = 6,  /* wrong or missing passphrase */
+    EXIT_REFUSED = 7,     /* the authority refused: proof failed, wrong key, revoked... */
+    EXIT_RATE_LIMITED = 8,
+    EXIT_BAD_CA = 9,      /* the answer does not verify, or the CA key does not match the pin */
+    EXIT_LOCAL = 10,      /* missing or unreadable local files */
+    EXIT_REVOKED = 11,    /* `crl`: our own certificate is on the list */
+};
+
+/* ---- options ------------------------------------------------------------------ */
+
+typedef struct opts {
+    const char *cmd;
+    const char *home;
+    const char *ca;
+    const char *ca_key;
+    const char *passphrase_file;
+    const char *transport; /* auto, udp, tcp */
+    const char *args[4];
+    int nargs;
+    bool json;
+    bool force;
+} opts;
+
+static opts g; /* filled once in main; read-only afterwards */
+
+/* Prints the one-line error for people (and a JSON object with --json). */
+static int fail(int code, const char *kind, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s: %s\n", PROG, g.cmd ? g.cmd : "error", msg);
+    if (g.json) {
+        printf("{\"ok\":false,\"error\":\"%s\",\"exit\":%d,\"message\":\"", kind, code);
+        for (const char *p = msg; *p; p++) {
+            if (*p == '"' || *p == '\\') putchar('\\');
+            if ((unsigned char)*p >= 0x20) putchar(*p);
+        }
+        printf("\"}\n");
+    }
+    return code;
+}
+
+/* ---- files in the home directory ---------------------------------------------------- */
+
+static char home_dir[4096];
+
+static void home_path(char *out, size_t cap, const char *file) { snprintf(out, cap, "%s/%s", home_dir, file); }
+
+static bool resolve_home(void)
+{
+    const char *h = g.home ? g.home : getenv("PARLEY_HOME");
+    if (h && *h) {
+        snprintf(home_dir, sizeof home_dir, "%s", h);
+        return true;
+    }
+    const char *user = getenv("HOME");
+    if (!user || !*user) return false;
+    snprintf(home_dir, sizeof home_dir, "%s/.parley", user);
+    return true;
+}
+
+static bool write_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) return false;
+    const uint8_t *p = data;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, p + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += (size_t)n;
+    }
+    /* The certificate is what registration bought: make it durable before
+     * it replaces the old file. */
+    bool ok = done == len && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (ok) ok = rename(tmp, path) == 0;
+    if (!ok) unlink(tmp);
+    return ok;
+}
+
+/* Reads a whole small file; returns its length or -1. */
+static long read_file(const char *path, uint8_t *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t got = 0;
+    for (;;) {
+        if (got == cap) {
+            close(fd);
+            return -1; /* larger than anything we write */
+        }
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            close(fd);
+            return -1;
+        }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    return (long)got;
+}
+
+static const char *passphrase(char *buf, size_t cap, bool *bad)
+{
+    *bad = false;
+    if (g.passphrase_file) {
+        FILE *f = fopen(g.passphrase_file, "r");
+        if (!f || !fgets(buf, (int)cap, f)) {
+            if (f) fclose(f);
+            *bad = true;
+            return NULL;
+        }
+        fclose(f);
+        buf[strcspn(buf, "\r\n")] = 0;
+        return buf;
+    }
+    const char *env = getenv("PARLEY_PASSPHRASE");
+    return env && *env ? env : NULL;
+}
+
+static int load_identity(pl_identity *id)
+{
+    char path[4200], pass[1024];
+    bool bad;
+    home_path(path, sizeof path, "identity.key");
+    const char *p = passphrase(pass, sizeof pass, &bad);
+    if (bad) return fail(EXIT_PASSPHRASE, "passphrase", "cannot read the passphrase file %s", g.passphrase_file);
+    pl_identity_err e = pl_identity_load(id, path, p);
+    memset(pass, 0, sizeof pass);
+    switch (e) {
+    case PL_IDENTITY_OK: return 0;
+    case PL_IDENTITY_ERR_IO:
+        if (access(path, F_OK) != 0)
+            return fail(EXIT_LOCAL, "no_identity", "no identity at %s (run 'parley keygen' first)", path);
+        return fail(EXIT_LOCAL, "io", "cannot read %s", path);
+    case PL_IDENTITY_ERR_NEED_PASSPHRASE:
+        return fail(EXIT_PASSPHRASE, "passphrase_needed",
+                    "the identity key is protected by a passphrase (give --passphrase-file or PARLEY_PASSPHRASE)");
+    case PL_IDENTITY_ERR_WRONG_PASSPHRASE:
+        return fail(EXIT_PASSPHRASE, "wrong_passphrase", "wrong passphrase for %s", path);
+    default: return fail(EXIT_LOCAL, "identity", "%s: %s", path, pl_identity_strerror(e));
+    }
+}
+
+/* The pinned authority: key and address. */
+typedef struct ca_pin {
+    bool have_key, have_addr;
+    uint8_t key[32];
+    char addr[128];
+} ca_pin;
+
+static void read_pin(ca_pin *pin)
+{
+    char path[4200], buf[512];
+    memset(pin, 0, sizeof *pin);
+    home_path(path, sizeof path, "ca");
+    long n = read_file(path, (uint8_t *)buf, sizeof buf - 1);
+    if (n < 0) return;
+    buf[n] = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "key ", 4) == 0) pin->have_key = pl_hex_decode(line + 4, pin->key, 32);
+        else if (strncmp(line, "addr ", 5) == 0 && strlen(line + 5) < sizeof pin->addr) {
+            snprintf(pin->addr, sizeof pin->addr, "%s", line + 5);
+            pin->have_addr = true;
+        }
+    }
+}
+
+static bool write_pin(const ca_pin *pin)
+{
+    char path[4200], buf[512], hex[65];
+    home_path(path, sizeof path, "ca");
+    pl_hex_encode(pin->key, 32, hex);
+    int n = snprintf(buf, sizeof buf, "key %s\naddr %s\n", hex, pin->addr);
+    return write_file(path, buf, (size_t)n, 0600);
+}
+
+/* Works out which authority to talk to: --ca/--ca-key if given (the key must
+ * match an existing pin: a changed CA key is an attack until proven
+ * otherwise), else the pin. */
+static int resolve_ca(ca_pin *pin, pl_addr *addr, bool require_flags)
+{
+    ca_pin old;
+    read_pin(&old);
+    *pin = old;
+    if (g.ca_key) {
+        uint8_t k[32];
+        if (!pl_hex_decode(g.ca_key, k, 32))
+            return fail(EXIT_USAGE, "usage", "--ca-key must be the 64 hex digits 'parley-ca init' printed");
+        if (old.have_key && memcmp(old.key, k, 32) != 0)
+            return fail(EXIT_BAD_CA, "ca_key_mismatch",
+                        "--ca-key does not match the authority key pinned in %s/ca (remove that file to re-pin)",
+                        home_dir);
+        memcpy(pin->key, k, 32);
+        pin->have_key = true;
+    }
+    if (g.ca) {
+        snprintf(pin->addr, sizeof pin->addr, "%s", g.ca);
+        pin->have_addr = true;
+    }
+    if (require_flags && (!g.ca || !g.ca_key) && !(pin->have_key && pin->have_addr))
+        return fail(EXIT_USAGE, "usage", "give the authority with --ca ADDR:PORT --ca-key HEX");
+    if (!pin->have_key || !pin->have_addr)
+        return fail(EXIT_LOCAL, "no_ca", "no authority is pinned in %s (register first, or give --ca and --ca-key)",
+                    home_dir);
+    if (!pl_addr_parse(addr, pin->addr, 7400)) return fail(EXIT_USAGE, "usage", "bad authority address '%s'", pin->addr);
+    return 0;
+}
+
+/* ---- the blocking driver around pl_ca_client ------------------------------------------- */
+
+static pl_time mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (pl_time)ts.tv_sec * PL_SEC + (pl_time)ts.tv_nsec / 1000;
+}
+
+typedef enum { DRIVE_DONE, DRIVE_UNREACHABLE } drive_result;
+
+static int wait_ms_until(pl_time deadline)
+{
+    pl_time now = mono_now();
+    if (deadline == PL_TIME_NEVER) return 1000;
+    if (deadline <= now) return 0;
+    pl_time ms = (deadline - now + 999) / 1000;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+/* UDP: one connected socket, so the kernel filters other senders and
+ * reports an ICMP port-unreachable as ECONNREFUSED. */
+static drive_result drive_udp(pl_ca_client *c, const pl_addr *to, uint8_t *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (!pl_sockaddr_from_addr(to, &ss, &sl)) return DRIVE_UNREACHABLE;
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return DRIVE_UNREACHABLE;
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0) {
+        close(fd);
+        return DRIVE_UNREACHABLE;
+    }
+    size_t len = 0;
+    pl_ca_client_status st = pl_ca_client_start(c, mono_now(), buf, cap, &len);
+    static uint8_t in[PL_CA_MAX_MESSAGE];
+    for (;;) {
+        if (st == PL_CA_CLIENT_SEND && send(fd, buf, len, 0) < 0 && errno == ECONNREFUSED) break;
+        if (st == PL_CA_CLIENT_DONE) break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, wait_ms_until(pl_ca_client_next_timeout(c)));
+        if (r < 0 && errno != EINTR) break;
+        if (r > 0) {
+            ssize_t n = recv(fd, in, sizeof in, 0);
+            if (n < 0 && errno == ECONNREFUSED) break;
+            st = n < 0 ? PL_CA_CLIENT_WAIT : pl_ca_client_handle(c, mono_now(), in, (size_t)n, buf, cap, &len);
+        } else {
+            st = pl_ca_client_tick(c, mono_now(), buf, cap, &len);
+        }
+    }
+    close(fd);
+    if (st == PL_CA_CLIENT_DONE && pl_ca_client_result(c) != PL_CA_CLIENT_ERR_TIMEOUT) return DRIVE_DONE;
+    return DRIVE_UNREACHABLE;
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+static bool send_frame(int fd, const uint8_t *data, size_t len)
+{
+    uint8_t hdr[2] = {(uint8_t)(len >> 8), (uint8_t)len};
+    return write_all(fd, hdr, 2) && write_all(fd, data, len);
+}
+
+/* TCP: u16-framed messages, as pl_stream speaks them. */
+static drive_result drive_tcp(pl_ca_client *c, const pl_addr *to, uint8_t *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (!pl_sockaddr_from_addr(to, &ss, &sl)) return DRIVE_UNREACHABLE;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return DRIVE_UNREACHABLE;
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return DRIVE_UNREACHABLE;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (poll(&p, 1, 5000) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+        close(fd);
+        return DRIVE_UNREACHABLE;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    static uint8_t in[2 + PL_CA_MAX_MESSAGE];
+    size_t have = 0;
+    size_t len = 0;
+    pl_ca_client_status st = pl_ca_client_start(c, mono_now(), buf, cap, &len);
+    bool broken = false;
+    while (st != PL_CA_CLIENT_DONE) {
+        if (st == PL_CA_CLIENT_SEND && !send_frame(fd, buf, len)) {
+            broken = true;
+            break;
+        }
+        p = (struct pollfd){.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, wait_ms_until(pl_ca_client_next_timeout(c)));
+        if (r < 0 && errno != EINTR) break;
+        if (r <= 0) {
+            st = pl_ca_client_tick(c, mono_now(), buf, cap, &len);
+            continue;
+        }
+        ssize_t n = recv(fd, in + have, sizeof in - have, 0);
+        if (n <= 0) {
+            broken = true;
+            break;
+        }
+        have += (size_t)n;
+        st = PL_CA_CLIENT_WAIT;
+        /* Hand every complete frame to the client. */
+        while (have >= 2 && st != PL_CA_CLIENT_DONE) {
+            size_t flen = ((size_t)in[0] << 8) | in[1];
+            if (have < 2 + flen) break;
+            st = pl_ca_client_handle(c, mono_now(), in + 2, flen, buf, cap, &len);
+            memmove(in, in + 2 + flen, have - 2 - flen);
+            have -= 2 + flen;
+            if (st == PL_CA_CLIENT_SEND && !send_frame(fd, buf, len)) {
+                broken = true;
+                break;
+            }
+            if (st == PL_CA_CLIENT_SEND) st = PL_CA_CLIENT_WAIT;
+        }
+        if (broken) break;
+    }
+    close(fd);
+    if (!broken && st == PL_CA_CLIENT_DONE && pl_ca_client_result(c) != PL_CA_CLIENT_ERR_TIMEOUT) return DRIVE_DONE;
+    return DRIVE_UNREACHABLE;
+}
+
+static uint8_t crl_buf[PL_CRL_SIZE(1u << 16)];
+
+/* Runs one operation: UDP first (unless --transport tcp), then TCP. On
+ * return the client holds the result; *used says which transport got it. */
+static int run_op(pl_ca_client *c, pl_ca_client_config *cfg, const pl_addr *to, const char **used)
+{
+    static uint8_t buf[PL_CA_MAX_MESSAGE];
+    const char *t = g.transport ? g.transport : "auto";
+    if (strcmp(t, "auto") && strcmp(t, "udp") && strcmp(t, "tcp"))
+        return fail(EXIT_USAGE, "usage", "--transport must be auto, udp or tcp");
+    pl_ca_client_err e;
+    if (strcmp(t, "tcp") != 0) {
+        cfg->pad_size = PL_CA_PAD_SIZE;
+        cfg->crl_request_size = PL_CA_PAD_SIZE;
+        cfg->rto = 400 * PL_MSEC;
+        cfg->max_tries = 3;
+        if ((e = pl_ca_client_init(c, cfg)) != PL_CA_CLIENT_OK) {
+            c->result = e;
+            return 1;
+        }
+        *used = "udp";
+        if (drive_udp(c, to, buf, sizeof buf) == DRIVE_DONE) return 0;
+        if (strcmp(t, "udp") == 0) {
+            if (pl_ca_client_result(c) == PL_CA_CLIENT_ERR_PENDING) c->result = PL_CA_CLIENT_ERR_TIMEOUT;
+            return 0;
+        }
+    }
+    /* Over TCP nothing is lost, and nobody can be reflected at: one long
+     * timeout, and CRL requests padded for big chunks. */
+    cfg->pad_size = PL_CA_PAD_SIZE;
+    cfg->crl_request_size = 60000;
+    cfg->rto = 10 * PL_SEC;
+    cfg->max_tries = 1;
+    if ((e = pl_ca_client_init(c, cfg)) != PL_CA_CLIENT_OK) {
+        c->result = e;
+        return 1;
+    }
+    *used = "tcp";
+    drive_tcp(c, to, buf, sizeof buf);
+    if (pl_ca_client_result(c) == PL_CA_CLIENT_ERR_PENDING) c->result = PL_CA_CLIENT_ERR_TIMEOUT;
+    return 0;
+}
+
+/* Turns a client failure into the one-line message and exit code. */
+static int report_client_error(const pl_ca_client *c, const char *name, const char *ca_addr)
+{
+    char norm[PL_NAME_MAX + 1];
+    pl_name_err ne;
+    switch (pl_ca_client_result(c)) {
+    case PL_CA_CLIENT_OK: return 0;
+    case PL_CA_CLIENT_ERR_BAD_NAME:
+        ne = pl_name_normalize(name, norm);
+        return fail(EXIT_BAD_NAME, "bad_name", "'%s' is not a valid name: %s", name,
+                    ne == PL_NAME_OK ? "the authority refused it" : pl_name_strerror(ne));
+    case PL_CA_CLIENT_ERR_RESERVED:
+        return fail(EXIT_BAD_NAME, "reserved_name", "the name '%s' is reserved", name);
+    case PL_CA_CLIENT_ERR_NAME_TAKEN:
+        return fail(EXIT_NAME_TAKEN, "name_taken", "the name '%s' is already taken", name);
+    case PL_CA_CLIENT_ERR_TIMEOUT:
+        return fail(EXIT_UNREACHABLE, "ca_unreachable",
+                    "cannot reach the signing authority at %s (no answer over UDP or TCP)", ca_addr);
+    case PL_CA_CLIENT_ERR_RATE_LIMITED:
+        return fail(EXIT_RATE_LIMITED, "rate_limited",
+                    "the signing authority is rate limiting this address; try again in %u s",
+                    (unsigned)(pl_ca_client_retry_after_ms(c) / 1000 + 1));
+    case PL_CA_CLIENT_ERR_BAD_SIGNATURE:
+        return fail(EXIT_REFUSED, "challenge_failed",
+                    "the signing authority refused the proof of key possession (bad signature over its challenge)");
+    case PL_CA_CLIENT_ERR_BAD_TOKEN:
+        return fail(EXIT_REFUSED, "bad_token", "the signing authority kept refusing its own challenge (clock or path trouble)");
+    case PL_CA_CLIENT_ERR_NOT_FOUND:
+        return fail(EXIT_REFUSED, "not_found", "the signing authority has no account named '%s'", name);
+    case PL_CA_CLIENT_ERR_WRONG_KEY:
+        return fail(EXIT_REFUSED, "wrong_key", "the account '%s' belongs to a different key", name);
+    case PL_CA_CLIENT_ERR_REVOKED:
+        return fail(EXIT_REFUSED, "revoked", "the account '%s' has been revoked", name);
+    case PL_CA_CLIENT_ERR_REFUSED:
+        return fail(EXIT_REFUSED, "refused", "the signing authority refused the request: %s",
+                    pl_ca_code_str((pl_ca_code)c->ca_code));
+    case PL_CA_CLIENT_ERR_BAD_RESPONSE:
+        return fail(EXIT_BAD_CA, "bad_response",
+                    "the answer from %s does not verify under the pinned authority key", ca_addr);
+    default:
+        return fail(EXIT_FAIL, "client", "%s", pl_ca_client_strerror(pl_ca_client_result(c)));
+    }
+}
+
+static void fmt_time(uint64_t t, char *buf, size_t cap)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- commands ------------------------------------------------------------------------------ */
+
+static int ensure_home(void)
+{
+    if (mkdir(home_dir, 0700) != 0 && errno != EEXIST)
+        return fail(EXIT_LOCAL, "io", "cannot create %s: %s", home_dir, strerror(errno));
+    return 0;
+}
+
+static int cmd_keygen(void)
+{
+    int rc = ensure_home();
+    if (rc) return rc;
+    char path[4200], pub[4200], pass[1024], hex[65];
+    bool bad;
+    home_path(path, sizeof path, "identity.key");
+    home_path(pub, sizeof pub, "identity.pub");
+    const char *p = passphrase(pass, sizeof pass, &bad);
+    if (bad) return fail(EXIT_PASSPHRASE, "passphrase", "cannot read the passphrase file %s", g.passphrase_file);
+    pl_identity id;
+    pl_identity_generate(&id, pl_rng_system());
+    pl_identity_err e = pl_identity_save(&id, path, p, g.force);
+    memset(pass, 0, sizeof pass);
+    pl_hex_encode(id.sign_pk, 32, hex);
+    pl_identity_wipe(&id);
+    if (e == PL_IDENTITY_ERR_EXISTS)
+        return fail(EXIT_LOCAL, "exists", "an identity already exists at %s (use --force to replace it)", path);
+    if (e != PL_IDENTITY_OK) return fail(EXIT_LOCAL, "io", "%s: %s", path, pl_identity_strerror(e));
+    char line[80];
+    int n = snprintf(line, sizeof line, "%s\n", hex);
+    if (!write_file(pub, line, (size_t)n, 0644)) return fail(EXIT_LOCAL, "io", "cannot write %s", pub);
+    if (g.force) {
+        /* A new key makes the old certificate someone else's. */
+        char cert[4200];
+        home_path(cert, sizeof cert, "identity.cert");
+        unlink(cert);
+    }
+    if (g.json) printf("{\"ok\":true,\"fingerprint\":\"%s\",\"path\":\"%s\",\"sealed\":%s}\n", hex, path, p ? "true" : "false");
+    else printf("identity %s\nfingerprint %s%s\n", path, hex, p ? "\n(sealed with a passphrase)" : "");
+    return 0;
+}
+
+static int load_cert(pl_cert *cert, bool *present)
+{
+    char path[4200];
+    uint8_t buf[PL_CERT_MAX_SIZE + 1];
+    home_path(path, sizeof path, "identity.cert");
+    long n = read_file(path, buf, sizeof buf);
+    *present = n >= 0;
+    if (n < 0) return 0;
+    if (pl_cert_decode(cert, buf, (size_t)n) != PL_CERT_OK)
+        return fail(EXIT_LOCAL, "bad_cert", "%s is not a valid certificate", path);
+    return 0;
+}
+
+static int save_cert(const pl_cert *cert)
+{
+    char path[4200];
+    uint8_t buf[PL_CERT_MAX_SIZE];
+    size_t n;
+    home_path(path, sizeof path, "identity.cert");
+    if (pl_cert_encode(cert, buf, sizeof buf, &n) != PL_CERT_OK || !write_file(path, buf, n, 0644))
+        return fail(EXIT_LOCAL, "io", "cannot write %s", path);
+    return 0;
+}
+
+static void print_cert_json(const pl_cert *c, const char *transport, const char *extra_key, const char *extra_val)
+{
+    char hex[65];
+    pl_hex_encode(c->sign_pk, 32, hex);
+    printf("{\"ok\":true,\"name\":\"%s\",\"serial\":%llu,\"not_before\":%llu,\"not_after\":%llu,\"fingerprint\":\"%s\","
+           "\"transport\":\"%s\"",
+           c->name, (unsigned long long)c->serial, (unsigned long long)c->not_before,
+           (unsigned long long)c->not_after, hex, transport);
+    if (extra_key) printf(",\"%s\":\"%s\"", extra_key, extra_val);
+    printf("}\n");
+}
+
+/* register and renew: the same flow, a different op. */
+static int issue_cert(uint8_t op)
+{
+    const char *name = NULL;
+    pl_cert old;
+    bool have_old = false;
+    int rc = load_cert(&old, &have_old);
+    if (rc) return rc;
+    if (op == PL_CA_OP_REGISTER) {
+        if (g.nargs != 1) return fail(EXIT_USAGE, "usage", "usage: parley register NAME --ca ADDR:PORT --ca-key HEX");
+        name = g.args[0];
+        /* Check the name before anything else: a typo needs no network, no
+         * passphrase and no authority. */
+        char norm[PL_NAME_MAX + 1];
+        pl_name_err ne = pl_name_normalize(name, norm);
+        if (ne == PL_NAME_ERR_RESERVED) return fail(EXIT_BAD_NAME, "reserved_name", "the name '%s' is reserved", name);
+        if (ne != PL_NAME_OK)
+            return fail(EXIT_BAD_NAME, "bad_name", "'%s' is not a valid name: %s", name, pl_name_strerror(ne));
+        if (have_old && strcmp(old.name, norm) != 0 && !g.force)
+            return fail(EXIT_USAGE, "already_registered",
+                        "this identity is already registered as '%s' (use --force to register another name)",
+                        old.name);
+    } else {
+        if (!have_old) return fail(EXIT_LOCAL, "not_registered", "this identity is not registered (run 'parley register NAME')");
+        name = old.name;
+    }
+    ca_pin pin;
+    pl_addr to;
+    if ((rc = resolve_ca(&pin, &to, op == PL_CA_OP_REGISTER))) return rc;
+    pl_identity id;
+    if ((rc = load_identity(&id))) return rc;
+
+    pl_ca_client c;
+    pl_ca_client_config cfg = {.op = op, .id = &id, .name = name, .rng = pl_rng_system()};
+    memcpy(cfg.ca_pk, pin.key, 32);
+    const char *used = "udp";
+    rc = run_op(&c, &cfg, &to, &used);
+    pl_identity_wipe(&id);
+    if (rc) return report_client_error(&c, name, pin.addr);
+    if (pl_ca_client_result(&c) != PL_CA_CLIENT_OK) return report_client_error(&c, name, pin.addr);
+    /* Pin only now: an authority that never answered is not worth pinning. */
+    if ((rc = ensure_home())) return rc;
+    if (!write_pin(&pin)) return fail(EXIT_LOCAL, "io", "cannot write %s/ca", home_dir);
+    const pl_cert *cert = pl_ca_client_cert(&c);
+    if ((rc = save_cert(cert))) return rc;
+    char until[32];
+    fmt_time(cert->not_after, until, sizeof until);
+    if (g.json) print_cert_json(cert, used, NULL, NULL);
+    else
+        printf("%s %s: serial %llu, valid until %s (via %s)\n", op == PL_CA_OP_REGISTER ? "registered" : "renewed",
+               cert->name, (unsigned long long)cert->serial, until, used);
+    return 0;
+}
+
+static int cmd_register(void) { return issue_cert(PL_CA_OP_REGISTER); }
+static int cmd_renew(void) { return issue_cert(PL_CA_OP_RENEW); }
+
+static int cmd_revoke(void)
+{
+    pl_cert cert;
+    bool have = false;
+    int rc = load_cert(&cert, &have);
+    if (rc) return rc;
+    if (!have) return fail(EXIT_LOCAL, "not_registered", "this identity is not registered");
+    ca_pin pin;
+    pl_addr to;
+    if ((rc = resolve_ca(&pin, &to, false))) return rc;
+    pl_identity id;
+    if ((rc = load_identity(&id))) return rc;
+    pl_ca_client c;
+    pl_ca_client_config cfg = {.op = PL_CA_OP_REVOKE, .id = &id, .name = cert.name, .rng = pl_rng_system()};
+    memcpy(cfg.ca_pk, pin.key, 32);
+    const char *used = "udp";
+    rc = run_op(&c, &cfg, &to, &used);
+    pl_identity_wipe(&id);
+    if (rc || pl_ca_client_result(&c) != PL_CA_CLIENT_OK) return report_client_error(&c, cert.name, pin.addr);
+    if (g.json)
+        printf("{\"ok\":true,\"revoked\":\"%s\",\"serial\":%llu,\"crl_number\":%llu,\"transport\":\"%s\"}\n", cert.name,
+               (unsigned long long)cert.serial, (unsigned long long)pl_ca_client_crl_number(&c), used);
+    else
+        printf("revoked %s (every certificate of the account; revocation list number %llu)\n", cert.name,
+               (unsigned long long)pl_ca_client_crl_number(&c));
+    return 0;
+}
+
+static int cmd_crl(void)
+{
+    ca_pin pin;
+    pl_addr to;
+    int rc = resolve_ca(&pin, &to, false);
+    if (rc) return rc;
+    pl_ca_client c;
+    pl_ca_client_config cfg = {.op = PL_CA_OP_CRL, .rng = pl_rng_system(), .crl_buf = crl_buf, .crl_cap = sizeof crl_buf};
+    memcpy(cfg.ca_pk, pin.key, 32);
+    const char *used = "udp";
+    rc = run_op(&c, &cfg, &to, &used);
+    if (rc || pl_ca_client_result(&c) != PL_CA_CLIENT_OK) return report_client_error(&c, "", pin.addr);
+    size_t len = pl_ca_client_crl_len(&c);
+    pl_crl crl;
+    if (pl_crl_decode(&crl, crl_buf, len) != PL_CERT_OK) return fail(EXIT_BAD_CA, "bad_response", "bad revocation list");
+    char path[4200];
+    home_path(path, sizeof path, "crl");
+    if (!write_file(path, crl_buf, len, 0644)) return fail(EXIT_LOCAL, "io", "cannot write %s", path);
+    pl_cert cert;
+    bool have = false;
+    const char *status = "not registered";
+    if ((rc = load_cert(&cert, &have))) return rc;
+    if (have) status = pl_crl_contains(&crl, cert.serial) ? "revoked" : "not revoked";
+    if (g.json)
+        printf("{\"ok\":true,\"crl_number\":%llu,\"count\":%u,\"issued_at\":%llu,\"own_status\":\"%s\",\"transport\":\"%s\"}\n",
+               (unsigned long long)crl.number, crl.count, (unsigned long long)crl.issued_at, status, used);
+    else
+        printf("revocation list %llu: %u revoked certificate%s, verified; this identity's certificate: %s\n",
+               (unsigned long long)crl.number, crl.count, crl.count == 1 ? "" : "s", status);
+    return have && strcmp(status, "revoked") == 0 ? EXIT_REVOKED : 0;
+}
+
+static int cmd_show(void)
+{
+    char path[4200], pubhex[80] = "";
+    home_path(path, sizeof path, "identity.pub");
+    long n = read_file(path, (uint8_t *)pubhex, sizeof pubhex - 1);
+    if (n < 0) {
+        char key[4200];
+        home_path(key, sizeof key, "identity.key");
+        if (access(key, F_OK) != 0)
+            return fail(EXIT_LOCAL, "no_identity", "no identity in %s (run 'parley keygen' first)", home_dir);
+        /* An older home without the .pub file: derive it from the key. */
+        pl_identity id;
+        int rc = load_identity(&id);
+        if (rc) return rc;
+        pl_hex_encode(id.sign_pk, 32, pubhex);
+        pl_identity_wipe(&id);
+    } else {
+        pubhex[n] = 0;
+        pubhex[strcspn(pubhex, "\r\n")] = 0;
+    }
+    uint8_t pk[32];
+    if (!pl_hex_decode(pubhex, pk, 32)) return fail(EXIT_LOCAL, "bad_identity", "%s is damaged", path);
+    pl_cert cert;
+    bool have = false;
+    int rc = load_cert(&cert, &have);
+    if (rc) return rc;
+    ca_pin pin;
+    read_pin(&pin);
+    const char *status = "not registered";
+    uint64_t now = (uint64_t)time(NULL);
+    static uint8_t crlbuf[sizeof crl_buf];
+    if (have) {
+        pl_crl crl;
+        bool have_crl = false;
+        home_path(path, sizeof path, "crl");
+        long cl = read_file(path, crlbuf, sizeof crlbuf);
+        if (cl > 0 && pin.have_key && pl_crl_decode(&crl, crlbuf, (size_t)cl) == PL_CERT_OK &&
+            pl_crl_verify(&crl, pin.key) == PL_CERT_OK)
+            have_crl = true;
+        if (memcmp(cert.sign_pk, pk, 32) != 0) status = "certificate is for a different key";
+        else if (!pin.have_key) status = "no authority pinned";
+        else {
+            pl_cert_err ce = pl_cert_verify(&cert, pin.key, now, have_crl ? &crl : NULL);
+            status = ce == PL_CERT_OK ? "valid" : pl_cert_strerror(ce);
+        }
+    }
+    char nb[32] = "", na[32] = "", issuer[PL_ISSUER_ID_SIZE * 2 + 1] = "", cahex[65] = "";
+    if (have) {
+        fmt_time(cert.not_before, nb, sizeof nb);
+        fmt_time(cert.not_after, na, sizeof na);
+        pl_hex_encode(cert.issuer, PL_ISSUER_ID_SIZE, issuer);
+    }
+    if (pin.have_key) pl_hex_encode(pin.key, 32, cahex);
+    if (g.json) {
+        printf("{\"ok\":true,\"fingerprint\":\"%s\",\"registered\":%s", pubhex, have ? "true" : "false");
+        if (have)
+            printf(",\"name\":\"%s\",\"serial\":%llu,\"not_before\":%llu,\"not_after\":%llu,\"issuer\":\"%s\"", cert.name,
+                   (unsigned long long)cert.serial, (unsigned long long)cert.not_before,
+                   (unsigned long long)cert.not_after, issuer);
+        printf(",\"ca_key\":\"%s\",\"ca_addr\":\"%s\",\"status\":\"%s\"}\n", cahex, pin.have_addr ? pin.addr : "",
+               status);
+    } else {
+        printf("fingerprint  %s\n", pubhex);
+        if (have) {
+            printf("name         %s\nserial       %llu\nvalid        %s .. %s\nissuer       %s\n", cert.name,
+                   (unsigned long long)cert.serial, nb, na, issuer);
+        }
+        if (pin.have_key) printf("authority    %s at %s\n", cahex, pin.have_addr ? pin.addr : "?");
+        printf("status       %s\n", status);
+    }
+    return 0;
+}
+
+typedef struct command {
+    const char *name;
+    int (*run)(void);
+    const char *usage;
+} command;
+
+static int cmd_help(void);
+
+static const command COMMANDS[] = {
+    {"keygen", cmd_keygen, "keygen [--force]                          make the identity key"},
+    {"register", cmd_register, "register NAME --ca ADDR:PORT --ca-key HEX  register NAME with the authority (pins its key)"},
+    {"renew", cmd_renew, "renew                                     get a fresh certificate"},
+    {"revoke", cmd_revoke, "revoke                                    revoke this identity's account"},
+    {"show", cmd_show, "show                                      identity, certificate and status"},
+    {"crl", cmd_crl, "crl                                       fetch and verify the revocation list"},
+    {"help", cmd_help, "help                                      this text"},
+};
+
+static int cmd_help(void)
+{
+    printf("usage: %s [--home DIR] [--json] COMMAND [options]\n\n", PROG);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) printf("  %s\n", COMMANDS[i].usage);
+    printf("\noptions: --home DIR (default $PARLEY_HOME or ~/.parley), --json, --passphrase-file F\n"
+           "         (or PARLEY_PASSPHRASE), --transport auto|udp|tcp, --ca ADDR:PORT, --ca-key HEX, --force\n"
+           "exit codes: 0 ok, 1 other, 2 usage, 3 bad name, 4 name taken, 5 authority unreachable,\n"
+           "            6 passphrase, 7 refused by the authority, 8 rate limited, 9 authority does not\n"
+           "            verify, 10 local files, 11 own certificate revoked\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    umask(077);
+    if (!pl_init()) {
+        fprintf(stderr, "%s: cannot initialise the crypto library\n", PROG);
+        return EXIT_FAIL;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **slot = NULL;
+        if (strcmp(a, "--json") == 0) g.json = true;
+        else if (strcmp(a, "--force") == 0) g.force = true;
+        else if (strcmp(a, "--home") == 0) slot = &g.home;
+        else if (strcmp(a, "--ca") == 0) slot = &g.ca;
+        else if (strcmp(a, "--ca-key") == 0) slot = &g.ca_key;
+        else if (strcmp(a, "--passphrase-file") == 0) slot = &g.passphrase_file;
+        else if (strcmp(a, "--transport") == 0) slot = &g.transport;
+        else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
+        else if (!g.cmd) g.cmd = a;
+        else if (g.nargs < 4) g.args[g.nargs++] = a;
+        else return fail(EXIT_USAGE, "usage", "too many arguments");
+        if (slot) {
+            if (i + 1 >= argc) return fail(EXIT_USAGE, "usage", "%s needs a value", a);
+            *slot = argv[++i];
+        }
+    }
+    if (!g.cmd) {
+        cmd_help();
+        return EXIT_USAGE;
+    }
+    if (!resolve_home()) return fail(EXIT_LOCAL, "no_home", "set HOME, PARLEY_HOME or --home");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(g.cmd, COMMANDS[i].name) == 0) return COMMANDS[i].run();
+    return fail(EXIT_USAGE, "usage", "unknown command '%s' (see 'parley help')", g.cmd);
+}
