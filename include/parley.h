@@ -238,6 +238,123 @@ pl_cert_err pl_crl_build(uint8_t *buf, size_t cap, size_t *out_len, uint64_t num
 void pl_hex_encode(const uint8_t *in, size_t len, char *out /* 2*len+1 */);
 bool pl_hex_decode(const char *in, uint8_t *out, size_t len);
 
+/* ------------------------------------------------------------------------ */
+/* Secure sessions (docs/protocol.md)                                         */
+/* ------------------------------------------------------------------------ */
+
+/* One endpoint holds one identity and a table of peers. The handshake is
+ * Noise IK over X25519, ChaCha20-Poly1305 and SHA-256, one round trip, with
+ * each side's CA certificate inside the encrypted payloads. Data packets are
+ * sealed with AES-256-GCM where both CPUs have it, else ChaCha20-Poly1305,
+ * with 64-bit counters and a sliding replay window. The endpoint is sans-I/O:
+ * datagrams and the time go in through pl_sec_receive / pl_sec_tick, and
+ * datagrams and events come out through the pl_sec_io callbacks. */
+
+typedef struct pl_sec pl_sec;
+typedef struct pl_sec_peer pl_sec_peer;
+
+#define PL_SEC_MAX_PAYLOAD 1400
+#define PL_SEC_DATA_OVERHEAD 32 /* 16-byte header + 16-byte tag */
+#define PL_SEC_MAX_DATAGRAM 1500
+
+enum { PL_SEC_CIPHER_CHACHA20POLY1305 = 1, PL_SEC_CIPHER_AES256GCM = 2 };
+
+typedef enum pl_sec_event_type {
+    PL_SEC_EV_ESTABLISHED = 1, /* a first session key with this peer */
+    PL_SEC_EV_DATA,            /* an authenticated data packet */
+    PL_SEC_EV_FAILED,          /* the handshake got no answer in time */
+    PL_SEC_EV_EXPIRED,         /* no key left: the peer went silent */
+    PL_SEC_EV_REVOKED,         /* the peer's certificate was revoked */
+} pl_sec_event_type;
+
+typedef struct pl_sec_event {
+    pl_sec_event_type type;
+    pl_sec_peer *peer;
+    const pl_cert *cert;    /* the peer's certificate, once known */
+    const pl_addr *from;    /* where the packet came from */
+    const uint8_t *data;    /* PL_SEC_EV_DATA: valid during the callback */
+    size_t len;
+    pl_time now;
+} pl_sec_event;
+
+typedef struct pl_sec_io {
+    void *ctx;
+    void (*send)(void *ctx, const pl_addr *to, const uint8_t *data, size_t len);
+    void (*event)(void *ctx, const pl_sec_event *ev);
+} pl_sec_io;
+
+typedef struct pl_sec_config {
+    const pl_identity *identity; /* copied; wiped by pl_sec_free */
+    const uint8_t *cert;         /* own certificate, encoded */
+    size_t cert_len;
+    uint8_t ca_pk[32];           /* the pinned CA key */
+    const pl_rng *rng;
+    const pl_mem *mem;           /* NULL: the C heap */
+    uint32_t max_peers;          /* 0: 1024; at most 1 << 22 */
+    bool accept_incoming;        /* answer handshakes from unknown peers */
+    uint32_t load_threshold;     /* initiations per second before cookies are demanded; 0: 1000 */
+    uint8_t ciphers;             /* allowed data ciphers (bit mask); 0: all this CPU has */
+} pl_sec_config;
+
+typedef enum pl_sec_err {
+    PL_SEC_OK = 0,
+    PL_SEC_ERR_CONFIG,     /* a bad or missing configuration field */
+    PL_SEC_ERR_NOMEM,
+    PL_SEC_ERR_FULL,       /* the peer table is full */
+    PL_SEC_ERR_NOT_READY,  /* no session key yet: wait for ESTABLISHED */
+    PL_SEC_ERR_TOO_BIG,    /* payload over PL_SEC_MAX_PAYLOAD */
+    PL_SEC_ERR_BAD_KEY,    /* not a usable public key */
+    PL_SEC_ERR_SELF,       /* a connection to one's own key */
+} pl_sec_err;
+
+/* Counters for operators and tests: every dropped packet is counted once
+ * under the reason it was dropped. */
+typedef struct pl_sec_stats {
+    uint64_t rx_data, tx_data, rx_keepalive;
+    uint64_t handshakes_initiated, handshakes_completed;
+    uint64_t drop_malformed;     /* wrong size or type */
+    uint64_t drop_mac;           /* bad mac1: not meant for us */
+    uint64_t drop_handshake;     /* failed decryption or a bad DH value */
+    uint64_t drop_cert;          /* certificate refused (any pl_cert_err) */
+    uint64_t drop_replay;        /* handshake timestamp or data counter seen before */
+    uint64_t drop_unknown_index; /* no session with that index */
+    uint64_t drop_auth;          /* data that failed authentication */
+    uint64_t drop_ratelimit, drop_flood, drop_expired_key;
+    uint64_t cookies_sent, cookies_received;
+    uint64_t last_cert_err;      /* the pl_cert_err of the last refused certificate */
+} pl_sec_stats;
+
+pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *config, const pl_sec_io *io);
+/* Wipes every key and frees the endpoint. */
+void pl_sec_free(pl_sec *sec);
+/* Adds (or finds) the peer with this signing key and starts a handshake to
+ * addr. The peer's own certificate, checked during the handshake, must carry
+ * this key. */
+pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_addr *addr, pl_time now,
+                          pl_sec_peer **out);
+pl_sec_err pl_sec_send(pl_sec *sec, pl_sec_peer *peer, const uint8_t *data, size_t len, pl_time now);
+void pl_sec_receive(pl_sec *sec, const pl_addr *from, const uint8_t *data, size_t len, pl_time now);
+void pl_sec_tick(pl_sec *sec, pl_time now);
+/* When pl_sec_tick next has work; PL_TIME_NEVER if none. */
+pl_time pl_sec_next_timeout(const pl_sec *sec);
+/* Forgets the peer and wipes its keys. */
+void pl_sec_close(pl_sec *sec, pl_sec_peer *peer);
+/* Uses this revocation list from now on (the caller keeps it alive) and
+ * closes sessions with peers it revokes. */
+void pl_sec_set_crl(pl_sec *sec, const pl_crl *crl, pl_time now);
+pl_sec_stats pl_sec_get_stats(const pl_sec *sec);
+
+const pl_cert *pl_sec_peer_cert(const pl_sec_peer *peer); /* NULL before the handshake */
+const pl_addr *pl_sec_peer_addr(const pl_sec_peer *peer);
+/* Moves the peer to a new address (the path layer decides); packets that
+ * authenticate from elsewhere also move it. */
+void pl_sec_peer_set_addr(pl_sec_peer *peer, const pl_addr *addr);
+bool pl_sec_peer_established(const pl_sec_peer *peer);
+uint8_t pl_sec_peer_cipher(const pl_sec_peer *peer);
+void pl_sec_peer_set_user(pl_sec_peer *peer, void *user);
+void *pl_sec_peer_user(const pl_sec_peer *peer);
+const char *pl_sec_strerror(pl_sec_err err);
+
 #ifdef __cplusplus
 }
 #endif
