@@ -37,40 +37,55 @@ void pl_cookie_checker_init(pl_cookie_checker *c, const uint8_t own_dh_pk[32])
 
 void pl_cookie_checker_wipe(pl_cookie_checker *c) { sodium_memzero(c, sizeof *c); }
 
-static void current_cookie(pl_cookie_checker *c, const pl_rng *rng, pl_time now, const pl_addr *src, uint8_t out[16])
+static void rotate_secret(pl_cookie_checker *c, const pl_rng *rng, pl_time now)
 {
-    if (c->secret_born == PL_TIME_NEVER || now - c->secret_born >= PL_COOKIE_SECRET_LIFE) {
-        rng->fill(rng->ctx, c->secret, sizeof c->secret);
-        c->secret_born = now;
+    if (c->secret_born != PL_TIME_NEVER && now - c->secret_born < PL_COOKIE_SECRET_LIFE) return;
+    if (c->secret_born != PL_TIME_NEVER && now - c->secret_born < 2 * PL_COOKIE_SECRET_LIFE) {
+        memcpy(c->previous_secret, c->secret, 32);
+        c->have_previous = true;
+    } else {
+        c->have_previous = false;
     }
+    rng->fill(rng->ctx, c->secret, sizeof c->secret);
+    c->secret_born = now;
+}
+
+static void cookie_for(const uint8_t secret[32], const pl_addr *src, uint8_t out[16])
+{
     uint8_t ab[19];
     size_t n = addr_bytes(src, ab);
-    mac16(out, c->secret, sizeof c->secret, ab, n);
+    mac16(out, secret, 32, ab, n);
 }
 
 pl_cookie_result pl_cookie_check(pl_cookie_checker *c, const pl_rng *rng, pl_time now, const uint8_t *msg,
                                  size_t len, const pl_addr *src)
 {
     uint8_t mac[16], cookie[16];
+    static const uint8_t zero[16];
     if (len < 2 * PL_COOKIE_MAC_SIZE) return PL_COOKIE_BAD_MAC1;
     size_t mac1_at = len - 2 * PL_COOKIE_MAC_SIZE, mac2_at = len - PL_COOKIE_MAC_SIZE;
     mac16(mac, c->mac1_key, 32, msg, mac1_at);
     if (sodium_memcmp(mac, msg + mac1_at, 16) != 0) return PL_COOKIE_BAD_MAC1;
-    /* A secret older than its life means no cookie handed out now can match:
-     * only compute one when the message carries a non-zero mac2. */
-    static const uint8_t zero[16];
     if (sodium_memcmp(msg + mac2_at, zero, 16) == 0) return PL_COOKIE_MAC1_OK;
-    if (c->secret_born == PL_TIME_NEVER || now - c->secret_born >= PL_COOKIE_SECRET_LIFE) return PL_COOKIE_MAC1_OK;
-    current_cookie(c, rng, now, src, cookie);
+    if (c->secret_born == PL_TIME_NEVER) return PL_COOKIE_BAD_MAC2;
+    rotate_secret(c, rng, now);
+    cookie_for(c->secret, src, cookie);
     mac16(mac, cookie, 16, msg, mac2_at);
-    return sodium_memcmp(mac, msg + mac2_at, 16) == 0 ? PL_COOKIE_MAC2_OK : PL_COOKIE_MAC1_OK;
+    if (sodium_memcmp(mac, msg + mac2_at, 16) == 0) return PL_COOKIE_MAC2_OK;
+    if (c->have_previous) {
+        cookie_for(c->previous_secret, src, cookie);
+        mac16(mac, cookie, 16, msg, mac2_at);
+        if (sodium_memcmp(mac, msg + mac2_at, 16) == 0) return PL_COOKIE_MAC2_OK;
+    }
+    return PL_COOKIE_BAD_MAC2;
 }
 
 void pl_cookie_make_reply(pl_cookie_checker *c, const pl_rng *rng, pl_time now, uint8_t out[PL_COOKIE_REPLY_SIZE],
                           uint32_t receiver_index, const uint8_t *msg, size_t len, const pl_addr *src)
 {
     uint8_t cookie[16];
-    current_cookie(c, rng, now, src, cookie);
+    rotate_secret(c, rng, now);
+    cookie_for(c->secret, src, cookie);
     const uint8_t *mac1 = msg + len - 2 * PL_COOKIE_MAC_SIZE;
     out[0] = PL_COOKIE_TYPE;
     out[1] = out[2] = out[3] = 0;
@@ -102,6 +117,8 @@ void pl_cookie_add_macs(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_tim
     else
         memset(msg + mac2_at, 0, 16);
 }
+
+void pl_cookie_maker_forget(pl_cookie_maker *m) { m->cookie_at = PL_TIME_NEVER; }
 
 bool pl_cookie_consume_reply(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, const uint8_t *reply,
                              size_t len)

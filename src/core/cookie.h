@@ -30,17 +30,23 @@ typedef struct pl_cookie_checker {
     uint8_t mac1_key[32];
     uint8_t reply_key[32];
     uint8_t secret[32];
+    uint8_t previous_secret[32];
+    bool have_previous;
     pl_time secret_born; /* PL_TIME_NEVER: no secret yet */
 } pl_cookie_checker;
 
 typedef enum pl_cookie_result {
     PL_COOKIE_BAD_MAC1 = 0,
-    PL_COOKIE_MAC1_OK,  /* mac1 valid, mac2 absent or wrong */
+    PL_COOKIE_BAD_MAC2, /* mac1 valid, mac2 present but wrong: refused */
+    PL_COOKIE_MAC1_OK,  /* mac1 valid, mac2 all zero (no cookie held) */
     PL_COOKIE_MAC2_OK,  /* both valid: the source address is proven */
 } pl_cookie_result;
 
 void pl_cookie_checker_init(pl_cookie_checker *c, const uint8_t own_dh_pk[32]);
-/* msg ends with mac1 and mac2 (32 bytes). */
+/* msg ends with mac1 and mac2 (32 bytes). A non-zero mac2 must verify
+ * under the current or the previous secret, so that no bit of a message
+ * goes unchecked; a cookie therefore stays good for at least one secret
+ * life after it was handed out. */
 pl_cookie_result pl_cookie_check(pl_cookie_checker *c, const pl_rng *rng, pl_time now, const uint8_t *msg,
                                  size_t len, const pl_addr *src);
 /* Writes a PL_COOKIE_REPLY_SIZE reply to an initiation from src. */
@@ -59,6 +65,9 @@ typedef struct pl_cookie_maker {
 void pl_cookie_maker_init(pl_cookie_maker *m);
 /* Fills the last 32 bytes of msg (mac1, and mac2 when a fresh cookie is held). */
 void pl_cookie_add_macs(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, uint8_t *msg, size_t len);
+/* Forgets the cookie (an initiation that used it went unanswered: the
+ * responder may have restarted and lost the secret). */
+void pl_cookie_maker_forget(pl_cookie_maker *m);
 /* Takes a cookie reply (after its receiver index matched); false if it does
  * not open. */
 bool pl_cookie_consume_reply(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, const uint8_t *reply,

@@ -489,7 +489,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
         return;
     }
     pl_cookie_result mac = pl_cookie_check(&sec->cookies, sec->rng, now, m, len, from);
-    if (mac == PL_COOKIE_BAD_MAC1) {
+    if (mac == PL_COOKIE_BAD_MAC1 || mac == PL_COOKIE_BAD_MAC2) {
         sec->stats.drop_mac++;
         return;
     }
@@ -642,7 +642,8 @@ static void consume_response(pl_sec *sec, const pl_addr *from, const uint8_t *m,
         sec->stats.drop_unknown_index++;
         return;
     }
-    if (pl_cookie_check(&sec->cookies, sec->rng, now, m, len, from) == PL_COOKIE_BAD_MAC1) {
+    pl_cookie_result mac = pl_cookie_check(&sec->cookies, sec->rng, now, m, len, from);
+    if (mac == PL_COOKIE_BAD_MAC1 || mac == PL_COOKIE_BAD_MAC2) {
         sec->stats.drop_mac++;
         return;
     }
@@ -824,6 +825,7 @@ static void peer_timers(pl_sec *sec, pl_sec_peer *p, pl_time now)
                 if (!p->used) return;
             }
         } else {
+            pl_cookie_maker_forget(&p->cookie);
             send_initiation(sec, p, now);
         }
     }
