@@ -332,11 +332,20 @@ void pl_sec_free(pl_sec *sec);
  * this key. */
 pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_addr *addr, pl_time now,
                           pl_sec_peer **out);
+/* The same with the peer's X25519 key taken from its certificate (as a
+ * directory record carries it), which saves converting the key. A key that
+ * does not belong to the signing key just makes the handshake fail: the
+ * peer's certificate must carry both. */
+pl_sec_err pl_sec_connect_cert(pl_sec *sec, const pl_cert *peer_cert, const pl_addr *addr, pl_time now,
+                               pl_sec_peer **out);
 pl_sec_err pl_sec_send(pl_sec *sec, pl_sec_peer *peer, const uint8_t *data, size_t len, pl_time now);
 void pl_sec_receive(pl_sec *sec, const pl_addr *from, const uint8_t *data, size_t len, pl_time now);
 void pl_sec_tick(pl_sec *sec, pl_time now);
 /* When pl_sec_tick next has work; PL_TIME_NEVER if none. */
 pl_time pl_sec_next_timeout(const pl_sec *sec);
+/* Starts a new handshake now (e.g. after the path changed), unless one is
+ * already under way; the current key stays in use until it completes. */
+pl_sec_err pl_sec_rekey(pl_sec *sec, pl_sec_peer *peer, pl_time now);
 /* Forgets the peer and wipes its keys. */
 void pl_sec_close(pl_sec *sec, pl_sec_peer *peer);
 /* Uses this revocation list from now on (the caller keeps it alive) and

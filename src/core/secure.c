@@ -870,21 +870,26 @@ pl_time pl_sec_next_timeout(const pl_sec *sec)
     return sec->heap_len ? sec->peers[sec->heap[0]].deadline : PL_TIME_NEVER;
 }
 
+pl_sec_err pl_sec_rekey(pl_sec *sec, pl_sec_peer *p, pl_time now)
+{
+    p->want_session = true;
+    start_handshake(sec, p, now);
+    return PL_SEC_OK;
+}
+
 /* ---- set-up --------------------------------------------------------------------------------- */
 
-pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_addr *addr, pl_time now,
-                          pl_sec_peer **out)
+static pl_sec_err connect_keys(pl_sec *sec, const uint8_t sign_pk[32], const uint8_t dh_pk[32], const pl_addr *addr,
+                               pl_time now, pl_sec_peer **out)
 {
-    uint8_t dh_pk[32];
-    if (crypto_sign_ed25519_pk_to_curve25519(dh_pk, peer_sign_pk) != 0) return PL_SEC_ERR_BAD_KEY;
     if (sodium_memcmp(dh_pk, sec->id.dh_pk, 32) == 0) return PL_SEC_ERR_SELF;
     pl_sec_peer *p = find_by_key(sec, dh_pk);
     if (!p) {
         if (sec->free_count == 0) return PL_SEC_ERR_FULL;
         p = new_peer(sec, dh_pk);
         if (!p) return PL_SEC_ERR_BAD_KEY;
-        memcpy(p->sign_pk, peer_sign_pk, 32);
-    } else if (sodium_memcmp(p->sign_pk, peer_sign_pk, 32) != 0) {
+        memcpy(p->sign_pk, sign_pk, 32);
+    } else if (sodium_memcmp(p->sign_pk, sign_pk, 32) != 0) {
         return PL_SEC_ERR_BAD_KEY;
     }
     p->want_session = true;
@@ -892,6 +897,20 @@ pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_
     if (out) *out = p;
     if (!usable_current(p, now)) start_handshake(sec, p, now);
     return PL_SEC_OK;
+}
+
+pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_addr *addr, pl_time now,
+                          pl_sec_peer **out)
+{
+    uint8_t dh_pk[32];
+    if (crypto_sign_ed25519_pk_to_curve25519(dh_pk, peer_sign_pk) != 0) return PL_SEC_ERR_BAD_KEY;
+    return connect_keys(sec, peer_sign_pk, dh_pk, addr, now, out);
+}
+
+pl_sec_err pl_sec_connect_cert(pl_sec *sec, const pl_cert *peer_cert, const pl_addr *addr, pl_time now,
+                               pl_sec_peer **out)
+{
+    return connect_keys(sec, peer_cert->sign_pk, peer_cert->dh_pk, addr, now, out);
 }
 
 pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *io)
