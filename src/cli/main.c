@@ -6,6 +6,8 @@
  *     register NAME --ca ADDR:PORT --ca-key HEX
  *     renew | revoke | crl                    talk to the pinned authority again
  *     show                                    identity, certificate and status
+ *     listen [--listen ADDR:PORT] [--count N]  answer secure sessions, echo messages
+ *     ping ADDR:PORT --peer-key HEX [TEXT]     open a secure session, send, wait for the echo
  *     help
  *
  * Files in the home directory ($PARLEY_HOME, else ~/.parley):
@@ -24,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +36,22 @@
 #include <unistd.h>
 
 #include "ca_client.h"
+#include "loop.h"
 #include "parley.h"
 #include "sockaddr.h"
 
 #define PROG "parley"
+
+/* The write end of `listen`'s self-pipe: a signal handler can only write. */
+static int listen_signal_fd = -1;
+static void on_listen_signal(int sig)
+{
+    (void)sig;
+    if (listen_signal_fd >= 0) {
+        ssize_t n = write(listen_signal_fd, "s", 1);
+        (void)n;
+    }
+}
 
 /* Exit codes, one per kind of failure a script may want to act on. */
 enum {
@@ -63,6 +78,10 @@ typedef struct opts {
     const char *ca_key;
     const char *passphrase_file;
     const char *transport; /* auto, udp, tcp */
+    const char *listen;    /* listen: ADDR:PORT */
+    const char *peer_key;  /* ping: the callee's public key (hex) */
+    const char *count;     /* listen: stop after this many messages */
+    const char *timeout;   /* ping: seconds to wait */
     const char *args[4];
     int nargs;
     bool json;
@@ -764,6 +783,258 @@ static int cmd_show(void)
     return 0;
 }
 
+
+/* ---- secure sessions: listen and ping ------------------------------------------
+ * These two commands run the real session layer over real UDP with the
+ * registered identity: `listen` answers any user certified by the pinned
+ * authority and echoes what it hears; `ping` opens a session to a user
+ * whose public key it is given, sends one message and waits for the echo. */
+
+#define DEFAULT_LISTEN "127.0.0.1:7400"
+#define PING_TIMEOUT (10 * PL_SEC)
+
+typedef struct session_app {
+    pl_loop *loop;
+    pl_udp *sock;
+    pl_sec *sec;
+    pl_timer timer;
+    pl_crl crl;
+    uint8_t crl_bytes[PL_CRL_SIZE(1u << 12)];
+    /* listen */
+    long messages, max_messages;
+    /* ping */
+    pl_sec_peer *peer;
+    const char *text;
+    pl_time started, established_at, sent_at, answered_at;
+    char reply[PL_SEC_MAX_PAYLOAD + 1];
+    char peer_name[PL_NAME_MAX + 1];
+    bool failed;
+} session_app;
+
+static void app_rearm(session_app *a)
+{
+    pl_time t = pl_sec_next_timeout(a->sec);
+    if (t == PL_TIME_NEVER) pl_timer_cancel(a->loop, &a->timer);
+    else pl_timer_set(a->loop, &a->timer, t);
+}
+
+static void app_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
+{
+    session_app *a = ctx;
+    pl_udp_send(a->sock, to, data, len);
+}
+
+static void app_timer(pl_loop *loop, void *ctx)
+{
+    session_app *a = ctx;
+    pl_sec_tick(a->sec, pl_loop_now(loop));
+    app_rearm(a);
+}
+
+static void app_recv(void *ctx, pl_udp *sock, const pl_addr *from, const uint8_t *data, size_t len, pl_time now)
+{
+    session_app *a = ctx;
+    (void)sock;
+    pl_sec_receive(a->sec, from, data, len, now);
+    app_rearm(a);
+}
+
+static void listen_event(void *ctx, const pl_sec_event *ev)
+{
+    session_app *a = ctx;
+    char from[PL_ADDR_TEXT_MAX];
+    const char *name = ev->cert ? ev->cert->name : "?";
+    pl_addr_format(ev->from, from, sizeof from);
+    if (ev->type == PL_SEC_EV_ESTABLISHED) {
+        if (g.json) printf("{\"event\":\"session\",\"peer\":\"%s\",\"from\":\"%s\"}\n", name, from);
+        else printf("session with %s at %s\n", name, from);
+    } else if (ev->type == PL_SEC_EV_DATA) {
+        char text[PL_SEC_MAX_PAYLOAD + 1];
+        size_t n = ev->len;
+        memcpy(text, ev->data, n);
+        text[n] = 0;
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)text[i] < 0x20 || text[i] == '"' || text[i] == '\\') text[i] = '?';
+        if (g.json) printf("{\"event\":\"message\",\"peer\":\"%s\",\"text\":\"%s\"}\n", name, text);
+        else printf("%s: %s\n", name, text);
+        pl_sec_send(a->sec, ev->peer, ev->data, ev->len, ev->now);
+        if (a->max_messages && ++a->messages >= a->max_messages) pl_loop_stop(a->loop);
+    }
+    fflush(stdout);
+}
+
+static void ping_event(void *ctx, const pl_sec_event *ev)
+{
+    session_app *a = ctx;
+    if (ev->peer != a->peer) return;
+    if (ev->type == PL_SEC_EV_ESTABLISHED) {
+        a->established_at = ev->now;
+        snprintf(a->peer_name, sizeof a->peer_name, "%s", ev->cert ? ev->cert->name : "?");
+        a->sent_at = ev->now;
+        pl_sec_send(a->sec, a->peer, (const uint8_t *)a->text, strlen(a->text), ev->now);
+    } else if (ev->type == PL_SEC_EV_DATA) {
+        memcpy(a->reply, ev->data, ev->len);
+        a->reply[ev->len] = 0;
+        a->answered_at = ev->now;
+        pl_loop_stop(a->loop);
+    } else if (ev->type == PL_SEC_EV_FAILED || ev->type == PL_SEC_EV_REVOKED) {
+        a->failed = true;
+        pl_loop_stop(a->loop);
+    }
+}
+
+static void ping_deadline(pl_loop *loop, void *ctx)
+{
+    session_app *a = ctx;
+    a->failed = true;
+    pl_loop_stop(loop);
+}
+
+/* Loads identity, certificate, pinned CA key and the last CRL, then makes
+ * the endpoint and its socket. */
+static int session_setup(session_app *a, pl_identity *id, const char *bind_text, bool accept,
+                         void (*on_event)(void *, const pl_sec_event *))
+{
+    int rc = load_identity(id);
+    if (rc) return rc;
+    pl_cert cert;
+    bool present;
+    rc = load_cert(&cert, &present);
+    if (rc) return rc;
+    if (!present) return fail(EXIT_LOCAL, "no_cert", "no certificate yet (run 'parley register NAME' first)");
+    ca_pin pin;
+    read_pin(&pin);
+    if (!pin.have_key) return fail(EXIT_LOCAL, "no_ca", "no pinned authority (run 'parley register' first)");
+    uint8_t cert_bytes[PL_CERT_MAX_SIZE];
+    size_t cert_len;
+    pl_cert_encode(&cert, cert_bytes, sizeof cert_bytes, &cert_len);
+
+    a->loop = pl_loop_new();
+    if (!a->loop) return fail(EXIT_FAIL, "system", "cannot create the event loop");
+    pl_addr bind;
+    if (!pl_addr_parse(&bind, bind_text, 0)) return fail(EXIT_USAGE, "usage", "'%s' is not ADDR:PORT", bind_text);
+    pl_loop_err lerr;
+    a->sock = pl_udp_open(a->loop, &bind, app_recv, a, &lerr);
+    if (!a->sock) return fail(EXIT_FAIL, "socket", "cannot listen on %s: %s", bind_text, pl_loop_strerror(lerr));
+
+    pl_sec_config cfg = {.identity = id, .cert = cert_bytes, .cert_len = cert_len, .rng = pl_rng_system(),
+                         .accept_incoming = accept};
+    memcpy(cfg.ca_pk, pin.key, 32);
+    pl_sec_io io = {a, app_send, on_event};
+    pl_sec_err serr = pl_sec_new(&a->sec, &cfg, &io);
+    if (serr) return fail(EXIT_LOCAL, "session", "%s (does the certificate match the key?)", pl_sec_strerror(serr));
+    char path[4200];
+    home_path(path, sizeof path, "crl");
+    long n = read_file(path, a->crl_bytes, sizeof a->crl_bytes);
+    if (n > 0 && pl_crl_decode(&a->crl, a->crl_bytes, (size_t)n) == PL_CERT_OK && pl_crl_verify(&a->crl, pin.key) == PL_CERT_OK)
+        pl_sec_set_crl(a->sec, &a->crl, pl_loop_now(a->loop));
+    pl_timer_init(&a->timer, app_timer, a);
+    return 0;
+}
+
+static void session_teardown(session_app *a, pl_identity *id)
+{
+    if (a->sec) pl_sec_free(a->sec);
+    if (a->loop) pl_loop_free(a->loop);
+    pl_identity_wipe(id);
+}
+
+static void on_stop_signal(pl_loop *loop, int fd, unsigned events, void *ctx)
+{
+    (void)events;
+    (void)ctx;
+    uint8_t buf[128];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    pl_loop_stop(loop);
+}
+
+static int cmd_listen(void)
+{
+    static session_app a;
+    pl_identity id;
+    const char *bind_text = g.listen ? g.listen : DEFAULT_LISTEN;
+    if (g.count) a.max_messages = strtol(g.count, NULL, 10);
+    int rc = session_setup(&a, &id, bind_text, true, listen_event);
+    if (rc) {
+        session_teardown(&a, &id);
+        return rc;
+    }
+    /* SIGINT and SIGTERM stop the loop cleanly through a self-pipe. */
+    int sig_pipe[2];
+    if (pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+        pl_loop_watch_fd(a.loop, sig_pipe[0], PL_FD_READ, on_stop_signal, NULL);
+        listen_signal_fd = sig_pipe[1];
+        signal(SIGINT, on_listen_signal);
+        signal(SIGTERM, on_listen_signal);
+    }
+    pl_addr local;
+    char text[PL_ADDR_TEXT_MAX];
+    pl_udp_local_addr(a.sock, &local);
+    if (g.json) printf("{\"event\":\"listening\",\"addr\":\"%s\"}\n", pl_addr_format(&local, text, sizeof text));
+    else printf("listening on %s\n", pl_addr_format(&local, text, sizeof text));
+    fflush(stdout);
+    pl_loop_run(a.loop);
+    session_teardown(&a, &id);
+    return EXIT_OK;
+}
+
+static int cmd_ping(void)
+{
+    static session_app a;
+    pl_identity id;
+    uint8_t peer_pk[32];
+    pl_addr to;
+    if (g.nargs < 1 || !pl_addr_parse(&to, g.args[0], 7400))
+        return fail(EXIT_USAGE, "usage", "usage: parley ping ADDR:PORT --peer-key HEX [TEXT]");
+    if (!g.peer_key || !pl_hex_decode(g.peer_key, peer_pk, 32))
+        return fail(EXIT_USAGE, "usage", "--peer-key needs the callee's public key (64 hex digits, 'parley show')");
+    a.text = g.nargs >= 2 ? g.args[1] : "ping";
+    if (strlen(a.text) > PL_SEC_MAX_PAYLOAD) return fail(EXIT_USAGE, "usage", "the message is too long");
+    int rc = session_setup(&a, &id, to.family == PL_AF_INET6 ? "[::]:0" : "0.0.0.0:0", false, ping_event);
+    if (rc) {
+        session_teardown(&a, &id);
+        return rc;
+    }
+    a.started = pl_loop_now(a.loop);
+    pl_sec_err serr = pl_sec_connect(a.sec, peer_pk, &to, a.started, &a.peer);
+    if (serr) {
+        session_teardown(&a, &id);
+        return fail(EXIT_USAGE, "bad_key", "cannot open a session: %s", pl_sec_strerror(serr));
+    }
+    app_rearm(&a);
+    pl_timer deadline;
+    pl_timer_init(&deadline, ping_deadline, &a);
+    pl_time timeout = PING_TIMEOUT;
+    if (g.timeout) timeout = (pl_time)(strtod(g.timeout, NULL) * (double)PL_SEC);
+    pl_timer_set(a.loop, &deadline, a.started + timeout);
+    pl_loop_run(a.loop);
+    pl_timer_cancel(a.loop, &deadline);
+    char addr_text[PL_ADDR_TEXT_MAX];
+    pl_addr_format(&to, addr_text, sizeof addr_text);
+    if (a.failed || !a.answered_at) {
+        pl_sec_stats st = pl_sec_get_stats(a.sec);
+        session_teardown(&a, &id);
+        if (st.drop_cert)
+            return fail(EXIT_REFUSED, "refused", "%s answered with a certificate we refuse: %s", addr_text,
+                        pl_cert_strerror((pl_cert_err)st.last_cert_err));
+        return fail(EXIT_UNREACHABLE, "unreachable", "no secure session with %s (no answer in %.1f s)", addr_text,
+                    (double)timeout / PL_SEC);
+    }
+    double hs_ms = (double)(a.established_at - a.started) / 1000.0;
+    double rtt_ms = (double)(a.answered_at - a.sent_at) / 1000.0;
+    const char *cipher = pl_sec_peer_cipher(a.peer) == PL_SEC_CIPHER_AES256GCM ? "AES-256-GCM" : "ChaCha20-Poly1305";
+    if (g.json)
+        printf("{\"ok\":true,\"peer\":\"%s\",\"addr\":\"%s\",\"handshake_ms\":%.3f,\"rtt_ms\":%.3f,"
+               "\"cipher\":\"%s\",\"reply\":\"%s\"}\n", a.peer_name, addr_text, hs_ms, rtt_ms, cipher,
+               strchr(a.reply, '"') ? "?" : a.reply);
+    else
+        printf("secure session with %s at %s: handshake %.3f ms, echo round trip %.3f ms, %s\nreply: %s\n",
+               a.peer_name, addr_text, hs_ms, rtt_ms, cipher, a.reply);
+    session_teardown(&a, &id);
+    return EXIT_OK;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(void);
@@ -779,6 +1050,8 @@ static const command COMMANDS[] = {
     {"revoke", cmd_revoke, "revoke                                    revoke this identity's account"},
     {"show", cmd_show, "show                                      identity, certificate and status"},
     {"crl", cmd_crl, "crl                                       fetch and verify the revocation list"},
+    {"listen", cmd_listen, "listen [--listen ADDR:PORT] [--count N]  answer secure sessions and echo messages"},
+    {"ping", cmd_ping, "ping ADDR:PORT --peer-key HEX [TEXT] [--timeout S]  secure session to a user, send, await the echo"},
     {"help", cmd_help, "help                                      this text"},
 };
 
@@ -811,6 +1084,10 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--ca-key") == 0) slot = &g.ca_key;
         else if (strcmp(a, "--passphrase-file") == 0) slot = &g.passphrase_file;
         else if (strcmp(a, "--transport") == 0) slot = &g.transport;
+        else if (strcmp(a, "--listen") == 0) slot = &g.listen;
+        else if (strcmp(a, "--peer-key") == 0) slot = &g.peer_key;
+        else if (strcmp(a, "--count") == 0) slot = &g.count;
+        else if (strcmp(a, "--timeout") == 0) slot = &g.timeout;
         else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
         else if (!g.cmd) g.cmd = a;
         else if (g.nargs < 4) g.args[g.nargs++] = a;
