@@ -36,7 +36,7 @@ TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
-.PHONY: all test test-asan bench fuzz fuzz-smoke clean deps demo
+.PHONY: all test test-asan bench fuzz fuzz-smoke clean deps demo check fuzzers
 all: $(BINS) $(TESTS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
@@ -89,6 +89,19 @@ fuzz-smoke: $(FUZZERS)
 
 deps:
 	@scripts/setup.sh
+
+# The test command (README, CI): set up, then every test in the release
+# build and under ASan+UBSan, then each fuzzer for a few seconds. The last
+# line is the total: "N passed, N failed".
+CHECK_FUZZ_SECONDS ?= 10
+check:
+	@scripts/setup.sh
+	@$(MAKE) --no-print-directory -j2 all
+	@$(MAKE) --no-print-directory -j2 SAN=1 all
+	@$(MAKE) --no-print-directory -j2 fuzzers
+	@scripts/check.sh $(CHECK_FUZZ_SECONDS) $(FUZZERS)
+
+fuzzers: $(FUZZERS)
 
 clean:
 	rm -rf build
