@@ -14,8 +14,9 @@
  *  - Functions that can fail return an error enum specific to their module,
  *    with 0 meaning success, and a pl_<module>_strerror() for people.
  *  - The caller owns every buffer it passes in.
- *  - Multi-byte integers on the wire are big-endian, except where a cipher
- *    specification says otherwise (nonces follow Noise: little-endian).
+ *  - Multi-byte integers on the wire are big-endian. The Noise handshake's
+ *    AEAD nonces follow the Noise specification (little-endian counter);
+ *    data-packet nonces are the packet's own big-endian counter.
  */
 #ifndef PARLEY_H
 #define PARLEY_H
@@ -305,6 +306,7 @@ typedef enum pl_sec_err {
     PL_SEC_ERR_TOO_BIG,    /* payload over PL_SEC_MAX_PAYLOAD */
     PL_SEC_ERR_BAD_KEY,    /* not a usable public key */
     PL_SEC_ERR_SELF,       /* a connection to one's own key */
+    PL_SEC_ERR_BAD_CERT,   /* the certificate given does not verify */
 } pl_sec_err;
 
 /* Counters for operators and tests: every dropped packet is counted once
@@ -313,13 +315,16 @@ typedef struct pl_sec_stats {
     uint64_t rx_data, tx_data, rx_keepalive;
     uint64_t handshakes_initiated, handshakes_completed;
     uint64_t drop_malformed;     /* wrong size or type */
-    uint64_t drop_mac;           /* bad mac1: not meant for us */
-    uint64_t drop_handshake;     /* failed decryption or a bad DH value */
+    uint64_t drop_mac;           /* bad mac1 (not meant for us), bad mac2, or a cookie reply that does not open */
+    uint64_t drop_handshake;     /* failed decryption, a bad DH value, a reflection, an unknown caller
+                                    when not accepting, no cipher in common */
     uint64_t drop_cert;          /* certificate refused (any pl_cert_err) */
     uint64_t drop_replay;        /* handshake timestamp or data counter seen before */
     uint64_t drop_unknown_index; /* no session with that index */
     uint64_t drop_auth;          /* data that failed authentication */
-    uint64_t drop_ratelimit, drop_flood, drop_expired_key;
+    uint64_t drop_ratelimit;     /* per-source limit while under load */
+    uint64_t drop_flood;         /* initiations < 20 ms apart from one peer, or a full peer table */
+    uint64_t drop_expired_key;
     uint64_t cookies_sent, cookies_received;
     uint64_t last_cert_err;      /* the pl_cert_err of the last refused certificate */
 } pl_sec_stats;
@@ -332,10 +337,10 @@ void pl_sec_free(pl_sec *sec);
  * this key. */
 pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_addr *addr, pl_time now,
                           pl_sec_peer **out);
-/* The same with the peer's X25519 key taken from its certificate (as a
- * directory record carries it), which saves converting the key. A key that
- * does not belong to the signing key just makes the handshake fail: the
- * peer's certificate must carry both. */
+/* The same with the peer's certificate (as a directory record carries it):
+ * it is verified against the pinned CA and the revocation list, and its
+ * X25519 key is used without converting the signing key. The peer must then
+ * present a certificate with the same two keys, in either direction. */
 pl_sec_err pl_sec_connect_cert(pl_sec *sec, const pl_cert *peer_cert, const pl_addr *addr, pl_time now,
                                pl_sec_peer **out);
 pl_sec_err pl_sec_send(pl_sec *sec, pl_sec_peer *peer, const uint8_t *data, size_t len, pl_time now);

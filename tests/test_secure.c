@@ -9,6 +9,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 
+#include "cookie.h"
 #include "loop.h"
 #include "parley.h"
 #include "replay.h"
@@ -44,6 +45,10 @@ typedef struct node {
 } node;
 
 static ca_keys ca;
+static uint32_t pl_get_u32be_test(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
 static const pl_rng *node_rng; /* NULL: the system generator */
 
 static void on_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
@@ -463,8 +468,19 @@ static void under_load_a_responder_answers_with_a_small_stateless_cookie(void)
     CHECK_EQ(deliver(a2, b, T0), 1);
     CHECK_EQ(deliver(b, a2, T0), 1);
     CHECK(pl_sec_peer_established(p2));
-    /* A cookie sent to a spoofed address is useless to the spoofer: the same
-     * initiation with mac2 from another address is refused. */
+    /* The cookie is bound to amy's address: her mac2'd initiation from
+     * elsewhere is refused. */
+    a2->nout = 0;
+    CHECK_EQ(pl_sec_rekey(a2->sec, p2, T0 + 2 * PL_SEC), PL_SEC_OK);
+    CHECK_EQ(a2->nout, 1);
+    outbox_entry moved = a2->out[0];
+    a2->nout = 0;
+    pl_addr elsewhere;
+    CHECK(pl_addr_parse(&elsewhere, "192.0.2.99:1000", 0));
+    uint64_t mac_drops = pl_sec_get_stats(b->sec).drop_mac;
+    pl_sec_receive(b->sec, &elsewhere, moved.data, moved.len, T0 + 2 * PL_SEC);
+    CHECK_EQ(b->nout, 0);
+    CHECK_EQ(pl_sec_get_stats(b->sec).drop_mac, mac_drops + 1);
     free_node(a1);
     free_node(a2);
     free_node(b);
@@ -493,6 +509,111 @@ static void the_replay_window_accepts_each_counter_once(void)
         for (uint64_t i = 0; i < W / 2; i++) CHECK(pl_replay_accept(&r, base + (i * 37) % (W / 2)));
         for (uint64_t i = 0; i < W / 2; i++) CHECK(!pl_replay_accept(&r, base + i));
     }
+}
+
+
+static void a_known_peer_must_present_the_signing_key_asked_for(void)
+{
+    node *a = make_node("alice", "192.0.2.1:1000"), *b = make_node("bob", "192.0.2.2:2000");
+    /* The other Ed25519 key with the same X25519 key: the sign bit flipped. */
+    uint8_t twin[32];
+    memcpy(twin, b->id.sign_pk, 32);
+    twin[31] ^= 0x80;
+    pl_sec_peer *p = NULL;
+    CHECK_EQ(pl_sec_connect(a->sec, twin, &b->addr, T0, &p), PL_SEC_OK);
+    /* Outgoing: bob's response carries his real signing key: refused. */
+    CHECK_EQ(deliver(a, b, T0), 1);
+    CHECK_EQ(deliver(b, a, T0), 1);
+    CHECK(!pl_sec_peer_established(p));
+    CHECK_EQ(pl_sec_get_stats(a->sec).drop_cert, 1);
+    /* Incoming: bob calls alice; the peer she opened for the twin key finds
+     * bob's certificate names another signing key: refused. */
+    a->nout = 0;
+    CHECK_EQ(pl_sec_connect(b->sec, a->id.sign_pk, &a->addr, T0 + PL_SEC, NULL), PL_SEC_OK);
+    CHECK_EQ(deliver(b, a, T0 + PL_SEC), 1);
+    CHECK_EQ(a->nout, 0);
+    CHECK_EQ(pl_sec_get_stats(a->sec).drop_cert, 2);
+    CHECK_EQ(a->established, 0);
+    free_node(a);
+    free_node(b);
+}
+
+static void connecting_by_certificate_verifies_it_first(void)
+{
+    node *a = make_node("alice", "192.0.2.1:1000"), *b = make_node("bob", "192.0.2.2:2000");
+    pl_cert bc;
+    CHECK_EQ(pl_cert_decode(&bc, b->cert, b->cert_len), PL_CERT_OK);
+    pl_cert forged = bc;
+    forged.dh_pk[0] ^= 1; /* a directory record with another key in it */
+    CHECK_EQ(pl_sec_connect_cert(a->sec, &forged, &b->addr, T0, NULL), PL_SEC_ERR_BAD_CERT);
+    CHECK_EQ(a->nout, 0);
+    pl_sec_peer *p = NULL;
+    CHECK_EQ(pl_sec_connect_cert(a->sec, &bc, &b->addr, T0, &p), PL_SEC_OK);
+    CHECK_EQ(deliver(a, b, T0), 1);
+    CHECK_EQ(deliver(b, a, T0), 1);
+    CHECK(pl_sec_peer_established(p));
+    CHECK(strcmp(pl_sec_peer_cert(p)->name, "bob") == 0);
+    free_node(a);
+    free_node(b);
+}
+
+static void a_forged_cookie_reply_does_not_stall_a_handshake(void)
+{
+    node *a = make_node("alice", "192.0.2.1:1000"), *b = make_node("bob", "192.0.2.2:2000");
+    pl_sec_peer *p = NULL;
+    CHECK_EQ(pl_sec_connect(a->sec, b->id.sign_pk, &b->addr, T0, &p), PL_SEC_OK);
+    outbox_entry init = a->out[0];
+    a->nout = 0;
+    /* Someone who saw the initiation forges a cookie reply: the reply key
+     * comes from bob's public key, so this is possible. */
+    pl_cookie_checker forger;
+    pl_cookie_checker_init(&forger, b->id.dh_pk);
+    uint8_t reply[PL_COOKIE_REPLY_SIZE];
+    pl_cookie_make_reply(&forger, pl_rng_system(), T0, reply, pl_get_u32be_test(init.data + 4), init.data, init.len,
+                         &a->addr);
+    pl_sec_receive(a->sec, &b->addr, reply, sizeof reply, T0);
+    CHECK_EQ(a->nout, 1); /* alice sends the same initiation with mac2 */
+    CHECK(a->out[0].len == init.len && memcmp(a->out[0].data, init.data, init.len - 16) == 0);
+    outbox_entry again = a->out[0];
+    a->nout = 0;
+    /* Bob answers the original; the copy with the forged cookie is dropped. */
+    pl_sec_receive(b->sec, &a->addr, init.data, init.len, T0);
+    CHECK_EQ(b->nout, 1);
+    pl_sec_receive(b->sec, &a->addr, again.data, again.len, T0);
+    CHECK_EQ(b->nout, 1);
+    CHECK_EQ(deliver(b, a, T0), 1);
+    CHECK(pl_sec_peer_established(p));
+    free_node(a);
+    free_node(b);
+}
+
+static void a_cookie_kept_from_before_a_restart_does_not_spoil_responses(void)
+{
+    node *b = make_node_with("bob", "192.0.2.2:2000", &ca, T0 - PL_SEC, T0 + 86400 * PL_SEC, 1, 0);
+    node *a1 = make_node("alice", "192.0.2.1:1000"), *a2 = make_node("amy", "192.0.2.5:1000");
+    connect_pair(a1, b, T0);
+    pl_sec_peer *p2 = NULL;
+    CHECK_EQ(pl_sec_connect(a2->sec, b->id.sign_pk, &b->addr, T0, &p2), PL_SEC_OK);
+    CHECK_EQ(deliver(a2, b, T0), 1);
+    CHECK_EQ(deliver(b, a2, T0), 1); /* amy now holds a cookie from bob */
+    CHECK_EQ(pl_sec_get_stats(a2->sec).cookies_received, 1);
+    a2->nout = 0;
+    /* Bob restarts (his cookie secret is gone) and calls amy. */
+    pl_sec_free(b->sec);
+    pl_sec_config cfg = {.identity = &b->id, .cert = b->cert, .cert_len = b->cert_len, .rng = pl_rng_system(),
+                         .accept_incoming = true};
+    memcpy(cfg.ca_pk, ca.pk, 32);
+    pl_sec_io io = {b, on_send, on_event};
+    CHECK_EQ(pl_sec_new(&b->sec, &cfg, &io), PL_SEC_OK);
+    b->nout = 0;
+    pl_sec_peer *q = NULL;
+    CHECK_EQ(pl_sec_connect(b->sec, a2->id.sign_pk, &a2->addr, T0 + 2 * PL_SEC, &q), PL_SEC_OK);
+    CHECK_EQ(deliver(b, a2, T0 + 2 * PL_SEC), 1);
+    CHECK_EQ(deliver(a2, b, T0 + 2 * PL_SEC), 1);
+    CHECK(pl_sec_peer_established(q));
+    free_node(a1);
+    free_node(a2);
+    free_node(b);
 }
 
 /* ---- the same cores on the simulator -------------------------------------------- */
@@ -680,6 +801,10 @@ int main(void)
     RUN(an_unanswered_handshake_is_retried_then_fails);
     RUN(under_load_a_responder_answers_with_a_small_stateless_cookie);
     RUN(the_replay_window_accepts_each_counter_once);
+    RUN(a_known_peer_must_present_the_signing_key_asked_for);
+    RUN(connecting_by_certificate_verifies_it_first);
+    RUN(a_forged_cookie_reply_does_not_stall_a_handshake);
+    RUN(a_cookie_kept_from_before_a_restart_does_not_spoil_responses);
     RUN(handshakes_complete_over_a_lossy_simulated_network);
     RUN(a_session_runs_over_real_udp_sockets);
     return pl_test_summary();

@@ -102,12 +102,17 @@ void pl_cookie_maker_init(pl_cookie_maker *m)
     m->cookie_at = PL_TIME_NEVER;
 }
 
-void pl_cookie_add_macs(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, uint8_t *msg, size_t len)
+void pl_cookie_add_macs(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, uint8_t *msg, size_t len,
+                        bool use_cookie)
 {
     uint8_t key[32];
     size_t mac1_at = len - 2 * PL_COOKIE_MAC_SIZE, mac2_at = len - PL_COOKIE_MAC_SIZE;
     derive_key(key, "mac1----", peer_dh_pk);
     mac16(msg + mac1_at, key, 32, msg, mac1_at);
+    if (!use_cookie) {
+        memset(msg + mac2_at, 0, 16);
+        return;
+    }
     memcpy(m->last_mac1, msg + mac1_at, 16);
     m->have_last_mac1 = true;
     /* A cookie is used only while the responder's secret that made it can

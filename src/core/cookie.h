@@ -63,8 +63,11 @@ typedef struct pl_cookie_maker {
 } pl_cookie_maker;
 
 void pl_cookie_maker_init(pl_cookie_maker *m);
-/* Fills the last 32 bytes of msg (mac1, and mac2 when a fresh cookie is held). */
-void pl_cookie_add_macs(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, uint8_t *msg, size_t len);
+/* Fills the last 32 bytes of msg: mac1, and mac2 when use_cookie is set and
+ * a fresh cookie is held (initiations only: responses always carry a zero
+ * mac2, so a cookie kept from before a restart cannot spoil them). */
+void pl_cookie_add_macs(pl_cookie_maker *m, const uint8_t peer_dh_pk[32], pl_time now, uint8_t *msg, size_t len,
+                        bool use_cookie);
 /* Forgets the cookie (an initiation that used it went unanswered: the
  * responder may have restarted and lost the secret). */
 void pl_cookie_maker_forget(pl_cookie_maker *m);

@@ -71,6 +71,7 @@ typedef struct handshake {
     uint8_t e_sk[32];
     uint8_t e_pk[32];
     uint32_t local_index; /* also the index of the keypair it will make */
+    uint64_t timestamp;
     int8_t kp_slot;       /* the key slot reserved for that keypair */
     uint8_t state;
     pl_time first_sent;
@@ -430,7 +431,11 @@ void pl_sec_close(pl_sec *sec, pl_sec_peer *p)
 
 /* ---- initiations ------------------------------------------------------------------------- */
 
-static void send_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
+/* Writes the initiation for the handshake state in p->hs (ephemeral key,
+ * index and timestamp already chosen) into sec->out and returns its size.
+ * Building is deterministic, so the same initiation can be rebuilt with a
+ * cookie's mac2 without changing anything the responder may have seen. */
+static size_t build_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
 {
     handshake *hs = &p->hs;
     uint8_t *m = sec->out;
@@ -438,29 +443,35 @@ static void send_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
 
     pl_noise_wipe(&hs->ns);
     pl_noise_init(&hs->ns, p->dh_pk);
-    sec->rng->fill(sec->rng->ctx, hs->e_sk, 32);
-    crypto_scalarmult_base(hs->e_pk, hs->e_sk);
-    if (hs->state != HS_INITIATION_SENT) hs->kp_slot = (int8_t)free_slot(p, p->next);
-    hs->local_index = make_index(sec, p->slot, (uint32_t)hs->kp_slot);
-
     m[0] = MSG_INITIATION;
     m[1] = m[2] = m[3] = 0;
     pl_put_u32be(m + 4, hs->local_index);
     memcpy(m + 8, hs->e_pk, 32);
     pl_noise_mix_hash(&hs->ns, hs->e_pk, 32);
-    if (!pl_noise_mix_dh(&hs->ns, hs->e_sk, p->dh_pk)) return; /* cannot happen: the key was checked */
+    if (!pl_noise_mix_dh(&hs->ns, hs->e_sk, p->dh_pk)) return 0; /* cannot happen: the key was checked */
     pl_noise_encrypt_and_hash(&hs->ns, sec->id.dh_pk, 32, m + 40);
     pl_noise_mix_key(&hs->ns, p->ss);
-
-    /* The timestamp only has to grow, across restarts too: the time does. */
-    uint64_t ts = now > sec->last_timestamp ? now : sec->last_timestamp + 1;
-    sec->last_timestamp = ts;
     uint8_t *payload = sec->plain;
-    pl_put_u64be(payload, ts);
+    pl_put_u64be(payload, hs->timestamp);
     payload[8] = sec->ciphers;
     memcpy(payload + 9, sec->cert, sec->cert_len);
     pl_noise_encrypt_and_hash(&hs->ns, payload, 9 + sec->cert_len, m + 88);
-    pl_cookie_add_macs(&p->cookie, p->dh_pk, now, m, len);
+    pl_cookie_add_macs(&p->cookie, p->dh_pk, now, m, len, true);
+    return len;
+}
+
+static void send_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
+{
+    handshake *hs = &p->hs;
+    sec->rng->fill(sec->rng->ctx, hs->e_sk, 32);
+    crypto_scalarmult_base(hs->e_pk, hs->e_sk);
+    if (hs->state != HS_INITIATION_SENT) hs->kp_slot = (int8_t)free_slot(p, p->next);
+    hs->local_index = make_index(sec, p->slot, (uint32_t)hs->kp_slot);
+    /* The timestamp only has to grow, across restarts too: the time does. */
+    hs->timestamp = now > sec->last_timestamp ? now : sec->last_timestamp + 1;
+    sec->last_timestamp = hs->timestamp;
+    size_t len = build_initiation(sec, p, now);
+    if (len == 0) return;
 
     if (hs->state != HS_INITIATION_SENT) {
         hs->state = HS_INITIATION_SENT;
@@ -472,7 +483,7 @@ static void send_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
     /* Up to an eighth of jitter so that peers restarted together spread out. */
     hs->next_retry = now + hs->retry_interval + pl_rng_below(sec->rng, hs->retry_interval / 8 + 1);
     sec->stats.handshakes_initiated++;
-    send_datagram(sec, &p->addr, m, len);
+    send_datagram(sec, &p->addr, sec->out, len);
     reschedule(sec, p);
 }
 
@@ -556,6 +567,15 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
         refuse_cert(sec, cerr);
         goto out;
     }
+    /* A peer the application opened by signing key must present that key:
+     * a certificate binding its X25519 key to another signing key (a forged
+     * directory record, or the other of the two Ed25519 keys that map to one
+     * X25519 key) is refused. */
+    static const uint8_t no_key[32];
+    if (p && sodium_memcmp(p->sign_pk, no_key, 32) != 0 && sodium_memcmp(p->sign_pk, cert.sign_pk, 32) != 0) {
+        refuse_cert(sec, PL_CERT_ERR_MALFORMED);
+        goto out;
+    }
     if (p && ts <= p->latest_timestamp) {
         sec->stats.drop_replay++;
         goto out;
@@ -584,8 +604,12 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
     p->addr = *from;
 
     /* The response. */
-    uint8_t chosen = (their_ciphers & sec->ciphers & PL_SEC_CIPHER_AES256GCM) ? PL_SEC_CIPHER_AES256GCM
-                                                                               : PL_SEC_CIPHER_CHACHA20POLY1305;
+    uint8_t common = their_ciphers & sec->ciphers;
+    uint8_t chosen = (common & PL_SEC_CIPHER_AES256GCM) ? PL_SEC_CIPHER_AES256GCM : PL_SEC_CIPHER_CHACHA20POLY1305;
+    if (!(common & chosen)) {
+        sec->stats.drop_handshake++; /* no cipher in common */
+        goto out;
+    }
     int slot = p->next >= 0 ? p->next : free_slot(p, -1);
     uint32_t local_index = make_index(sec, p->slot, (uint32_t)slot);
     uint8_t *r = sec->out;
@@ -606,7 +630,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
     rp[0] = chosen;
     memcpy(rp + 1, sec->cert, sec->cert_len);
     pl_noise_encrypt_and_hash(&ns, rp, 1 + sec->cert_len, r + 44);
-    pl_cookie_add_macs(&p->cookie, p->dh_pk, now, r, rlen);
+    pl_cookie_add_macs(&p->cookie, p->dh_pk, now, r, rlen, false);
 
     uint8_t k1[32], k2[32];
     pl_noise_split(&ns, k1, k2);
@@ -718,8 +742,12 @@ static void consume_cookie(pl_sec *sec, const pl_addr *from, const uint8_t *m, s
         return;
     }
     sec->stats.cookies_received++;
-    /* Retry at once with mac2: the cookie proves our address. */
-    send_initiation(sec, p, now);
+    /* Send the same initiation again at once, now with mac2: same index,
+     * ephemeral key and timestamp. If the reply was forged by someone who saw
+     * the initiation, nothing is lost: a response to the original is still
+     * accepted, and the responder drops this copy as a replay. */
+    size_t again = build_initiation(sec, p, now);
+    if (again) send_datagram(sec, &p->addr, sec->out, again);
 }
 
 static void consume_data(pl_sec *sec, const pl_addr *from, const uint8_t *m, size_t len, pl_time now)
@@ -910,7 +938,26 @@ pl_sec_err pl_sec_connect(pl_sec *sec, const uint8_t peer_sign_pk[32], const pl_
 pl_sec_err pl_sec_connect_cert(pl_sec *sec, const pl_cert *peer_cert, const pl_addr *addr, pl_time now,
                                pl_sec_peer **out)
 {
-    return connect_keys(sec, peer_cert->sign_pk, peer_cert->dh_pk, addr, now, out);
+    uint8_t bytes[PL_CERT_MAX_SIZE];
+    size_t len;
+    pl_cert_err cerr = pl_cert_encode(peer_cert, bytes, sizeof bytes, &len);
+    if (!cerr) cerr = pl_cert_verify(peer_cert, sec->ca_pk, now / PL_SEC, sec->crl);
+    if (cerr) {
+        refuse_cert(sec, cerr);
+        return PL_SEC_ERR_BAD_CERT;
+    }
+    pl_sec_peer *p = NULL;
+    pl_sec_err err = connect_keys(sec, peer_cert->sign_pk, peer_cert->dh_pk, addr, now, &p);
+    if (err) return err;
+    /* Remember the verified certificate: when the peer presents the same
+     * bytes in its response, the signature need not be checked again. */
+    if (!p->have_cert) {
+        p->cert = *peer_cert;
+        p->have_cert = true;
+        crypto_generichash(p->cert_digest, 16, bytes, len, NULL, 0);
+    }
+    if (out) *out = p;
+    return PL_SEC_OK;
 }
 
 pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *io)
@@ -1012,6 +1059,7 @@ const char *pl_sec_strerror(pl_sec_err err)
     case PL_SEC_ERR_TOO_BIG: return "payload too large";
     case PL_SEC_ERR_BAD_KEY: return "not a usable public key";
     case PL_SEC_ERR_SELF: return "cannot open a session to oneself";
+    case PL_SEC_ERR_BAD_CERT: return "the certificate does not verify";
     }
     return "unknown secure-session error";
 }
