@@ -106,6 +106,7 @@ static size_t build_initiation(uint8_t *m, const pl_identity *from, const uint8_
     m[0] = 1;
     m[1] = m[2] = m[3] = 0;
     m[4] = 0x5a, m[5] = 0, m[6] = 0, m[7] = 1;
+    pl_noise_mix_hash(&ns, m, 8);
     memcpy(m + 8, e_pk, 32);
     pl_noise_mix_hash(&ns, e_pk, 32);
     if (!pl_noise_mix_dh(&ns, e_sk, r1->id.dh_pk)) abort();
@@ -128,6 +129,7 @@ static size_t build_response(uint8_t *r, const uint8_t *payload, size_t plen)
     r[4] = 0x33, r[5] = 0, r[6] = 0, r[7] = 2;
     memcpy(r + 8, init_i.b + 4, 4);
     memcpy(r + 12, er_pk, 32);
+    pl_noise_mix_hash(&ns, r, 12);
     pl_noise_mix_hash(&ns, er_pk, 32);
     if (!pl_noise_mix_dh(&ns, er_sk, init_i.b + 8) || !pl_noise_mix_dh(&ns, er_sk, iw->id.dh_pk)) abort();
     pl_noise_encrypt_and_hash(&ns, payload, plen, r + RESP_PREFIX);
@@ -221,6 +223,7 @@ static void set_up(void)
     /* Bob's half of alice's initiation, as mode 3 continues it. */
     uint8_t s[32], ss[32];
     pl_noise_init(&ns_bob, r1->id.dh_pk);
+    pl_noise_mix_hash(&ns_bob, init_i.b, 8);
     pl_noise_mix_hash(&ns_bob, init_i.b + 8, 32);
     init_payload_len = init_i.len - INIT_PREFIX - 16 - MACS;
     if (!pl_noise_mix_dh(&ns_bob, r1->id.dh_sk, init_i.b + 8) ||

@@ -652,6 +652,7 @@ static void the_client_registers_retransmits_and_gives_up(void)
     cfg.op = PL_CA_OP_REVOKE;
     CHECK_EQ(run_client(&h, &c, &cfg, 0, &clock, &sends), PL_CA_CLIENT_OK);
     CHECK_EQ(pl_ca_client_crl_number(&c), 1);
+    CHECK(pl_ca_client_cert(&c) == NULL); /* a revoke brings no certificate */
     cfg.op = PL_CA_OP_RENEW;
     CHECK_EQ(run_client(&h, &c, &cfg, 0, &clock, &sends), PL_CA_CLIENT_ERR_REVOKED);
     harness_free(&h);

@@ -246,7 +246,11 @@ pl_ca_client_status pl_ca_client_handle(pl_ca_client *c, pl_time now, const uint
 }
 
 pl_ca_client_err pl_ca_client_result(const pl_ca_client *c) { return c->result; }
-const pl_cert *pl_ca_client_cert(const pl_ca_client *c) { return c->result == PL_CA_CLIENT_OK ? &c->cert : NULL; }
+/* Only register and renew bring a certificate; revoke and CRL fetches do not. */
+const pl_cert *pl_ca_client_cert(const pl_ca_client *c)
+{
+    return c->result == PL_CA_CLIENT_OK && c->cert.version == PL_CERT_VERSION ? &c->cert : NULL;
+}
 size_t pl_ca_client_crl_len(const pl_ca_client *c) { return c->crl_len; }
 uint64_t pl_ca_client_crl_number(const pl_ca_client *c) { return c->crl_number; }
 uint32_t pl_ca_client_retry_after_ms(const pl_ca_client *c) { return c->retry_after_ms; }

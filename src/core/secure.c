@@ -446,6 +446,9 @@ static size_t build_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
     m[0] = MSG_INITIATION;
     m[1] = m[2] = m[3] = 0;
     pl_put_u32be(m + 4, hs->local_index);
+    /* The cleartext header goes into the transcript, so that every byte of a
+     * handshake message is authenticated, the indices included. */
+    pl_noise_mix_hash(&hs->ns, m, HEADER_SIZE);
     memcpy(m + 8, hs->e_pk, 32);
     pl_noise_mix_hash(&hs->ns, hs->e_pk, 32);
     if (!pl_noise_mix_dh(&hs->ns, hs->e_sk, p->dh_pk)) return 0; /* cannot happen: the key was checked */
@@ -535,6 +538,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
     uint8_t digest[16];
 
     pl_noise_init(&ns, sec->id.dh_pk);
+    pl_noise_mix_hash(&ns, m, HEADER_SIZE);
     const uint8_t *e_i = m + 8;
     pl_noise_mix_hash(&ns, e_i, 32);
     if (!pl_noise_mix_dh(&ns, sec->id.dh_sk, e_i) || !pl_noise_decrypt_and_hash(&ns, m + 40, 48, s)) {
@@ -621,6 +625,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
     pl_put_u32be(r + 4, local_index);
     memcpy(r + 8, m + 4, 4); /* receiver = the initiator's index */
     memcpy(r + 12, e_r_pk, 32);
+    pl_noise_mix_hash(&ns, r, HEADER_SIZE + 4);
     pl_noise_mix_hash(&ns, e_r_pk, 32);
     if (!pl_noise_mix_dh(&ns, e_r_sk, e_i) || !pl_noise_mix_dh(&ns, e_r_sk, s)) {
         sec->stats.drop_handshake++;
@@ -677,6 +682,7 @@ static void consume_response(pl_sec *sec, const pl_addr *from, const uint8_t *m,
     pl_cert cert;
     uint8_t digest[16];
     const uint8_t *e_r = m + 12;
+    pl_noise_mix_hash(&ns, m, HEADER_SIZE + 4);
     pl_noise_mix_hash(&ns, e_r, 32);
     if (!pl_noise_mix_dh(&ns, p->hs.e_sk, e_r) || !pl_noise_mix_dh(&ns, sec->id.dh_sk, e_r) ||
         !pl_noise_decrypt_and_hash(&ns, m + 44, payload_len + 16, payload)) {
