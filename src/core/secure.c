@@ -396,7 +396,10 @@ static void refuse_cert(pl_sec *sec, pl_cert_err err)
 
 /* ---- peers ------------------------------------------------------------------------------ */
 
-static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t dh_pk[32])
+/* ss, when not NULL, is the static-static DH the caller already computed
+ * (a responder needs it to open the initiation before the peer exists), so
+ * that a first contact pays for it once. */
+static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t dh_pk[32], const uint8_t *ss)
 {
     if (sec->free_count == 0) return NULL;
     uint32_t slot = sec->free_slots[--sec->free_count];
@@ -409,7 +412,9 @@ static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t dh_pk[32])
     p->deadline = PL_TIME_NEVER;
     memcpy(p->dh_pk, dh_pk, 32);
     pl_cookie_maker_init(&p->cookie);
-    if (!pl_noise_dh(p->ss, sec->id.dh_sk, dh_pk)) {
+    if (ss) {
+        memcpy(p->ss, ss, 32);
+    } else if (!pl_noise_dh(p->ss, sec->id.dh_sk, dh_pk)) {
         p->used = false;
         sec->free_slots[sec->free_count++] = slot;
         return NULL;
@@ -530,7 +535,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
     }
 
     pl_noise ns;
-    uint8_t s[32], e_r_sk[32], e_r_pk[32];
+    uint8_t s[32], ss[32], e_r_sk[32], e_r_pk[32];
     uint8_t *payload = sec->plain;
     size_t payload_len = len - (HEADER_SIZE + 32 + 48 + MACS_SIZE) - 16;
     pl_sec_peer *p = NULL;
@@ -551,7 +556,6 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
         goto out;
     }
     p = find_by_key(sec, s);
-    uint8_t ss[32];
     if (p) {
         memcpy(ss, p->ss, 32);
     } else if (!pl_noise_dh(ss, sec->id.dh_sk, s)) {
@@ -559,7 +563,6 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
         goto out;
     }
     pl_noise_mix_key(&ns, ss);
-    sodium_memzero(ss, sizeof ss);
     if (!pl_noise_decrypt_and_hash(&ns, m + 88, payload_len + 16, payload)) {
         sec->stats.drop_handshake++;
         goto out;
@@ -593,7 +596,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
             sec->stats.drop_handshake++;
             goto out;
         }
-        p = new_peer(sec, s);
+        p = new_peer(sec, s, ss);
         if (!p) {
             sec->stats.drop_flood++;
             goto out;
@@ -647,6 +650,7 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
     reschedule(sec, p);
 out:
     pl_noise_wipe(&ns);
+    sodium_memzero(ss, sizeof ss);
     sodium_memzero(e_r_sk, sizeof e_r_sk);
     sodium_memzero(payload, PL_SEC_MAX_DATAGRAM);
 }
@@ -920,7 +924,7 @@ static pl_sec_err connect_keys(pl_sec *sec, const uint8_t sign_pk[32], const uin
     pl_sec_peer *p = find_by_key(sec, dh_pk);
     if (!p) {
         if (sec->free_count == 0) return PL_SEC_ERR_FULL;
-        p = new_peer(sec, dh_pk);
+        p = new_peer(sec, dh_pk, NULL);
         if (!p) return PL_SEC_ERR_BAD_KEY;
         memcpy(p->sign_pk, sign_pk, 32);
     } else if (sodium_memcmp(p->sign_pk, sign_pk, 32) != 0) {
