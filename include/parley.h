@@ -46,23 +46,31 @@ typedef uint64_t pl_time;
 
 enum { PL_AF_NONE = 0, PL_AF_INET4 = 4, PL_AF_INET6 = 6 };
 
+/* How a driver reaches an address. Datagrams are the default; an address
+ * marked TCP stands for one framed TCP stream (a node whose UDP is blocked),
+ * so the cores above treat both alike and only the driver tells them apart.
+ * It is not part of the wire encoding of an address. */
+enum { PL_ADDR_UDP = 0, PL_ADDR_TCP = 1 };
+
 typedef struct pl_addr {
-    uint8_t family; /* PL_AF_INET4, PL_AF_INET6 or PL_AF_NONE */
-    uint8_t reserved;
-    uint16_t port;  /* host byte order */
-    uint8_t ip[16]; /* IPv4 uses the first 4 bytes */
+    uint8_t family;    /* PL_AF_INET4, PL_AF_INET6 or PL_AF_NONE */
+    uint8_t transport; /* PL_ADDR_UDP or PL_ADDR_TCP */
+    uint16_t port;     /* host byte order */
+    uint8_t ip[16];    /* IPv4 uses the first 4 bytes */
 } pl_addr;
 
-/* Longest text pl_addr_format writes: "[v6]:port" plus the terminator. */
-#define PL_ADDR_TEXT_MAX 48
+/* Longest text pl_addr_format writes: "[v6]:port/tcp" plus the terminator. */
+#define PL_ADDR_TEXT_MAX 64
 
-/* Parses "1.2.3.4", "1.2.3.4:5", "::1", "[::1]:5". A missing port becomes
- * default_port. Returns false on anything else. */
+/* Parses "1.2.3.4", "1.2.3.4:5", "::1", "[::1]:5", each optionally followed
+ * by "/tcp" or "/udp". A missing port becomes default_port. Returns false on
+ * anything else. */
 bool pl_addr_parse(pl_addr *out, const char *text, uint16_t default_port);
-/* Writes "1.2.3.4:5" or "[::1]:5"; returns buf. */
+/* Writes "1.2.3.4:5" or "[::1]:5", with "/tcp" for a TCP address; returns buf. */
 const char *pl_addr_format(const pl_addr *addr, char *buf, size_t cap);
+/* Same host, port and transport. */
 bool pl_addr_equal(const pl_addr *a, const pl_addr *b);
-/* Same host, any port. */
+/* Same host, any port or transport. */
 bool pl_addr_same_host(const pl_addr *a, const pl_addr *b);
 
 /* ------------------------------------------------------------------------ */
@@ -353,6 +361,9 @@ pl_time pl_sec_next_timeout(const pl_sec *sec);
 pl_sec_err pl_sec_rekey(pl_sec *sec, pl_sec_peer *peer, pl_time now);
 /* Forgets the peer and wipes its keys. */
 void pl_sec_close(pl_sec *sec, pl_sec_peer *peer);
+/* The peer with this signing key, or NULL: what pl_sec_connect made, or a
+ * caller that came in. A hash look-up, cheap enough for every message. */
+pl_sec_peer *pl_sec_find(pl_sec *sec, const uint8_t sign_pk[32]);
 /* Uses this revocation list from now on (the caller keeps it alive) and
  * closes sessions with peers it revokes. */
 void pl_sec_set_crl(pl_sec *sec, const pl_crl *crl, pl_time now);

@@ -202,6 +202,19 @@ static void wire_reader_never_reads_past_the_end(void)
     CHECK(pl_addr_parse(&a, "127.0.0.1", 7000) && a.port == 7000);
     CHECK(!pl_addr_parse(&a, "127.0.0.1:99999", 0));
     CHECK(!pl_addr_parse(&a, "example.org", 0));
+    /* A transport mark travels in the text form but never on the wire. */
+    CHECK(pl_addr_parse(&a, "192.0.2.7:80/tcp", 0) && a.transport == PL_ADDR_TCP && a.port == 80);
+    CHECK(strcmp(pl_addr_format(&a, text, sizeof text), "192.0.2.7:80/tcp") == 0);
+    CHECK(pl_addr_parse(&b, "192.0.2.7:80/udp", 0) && b.transport == PL_ADDR_UDP);
+    CHECK(!pl_addr_equal(&a, &b) && pl_addr_same_host(&a, &b));
+    CHECK(!pl_addr_parse(&a, "/tcp", 0));
+    CHECK(pl_addr_parse(&a, "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535/tcp", 0));
+    CHECK(strlen(pl_addr_format(&a, text, sizeof text)) < sizeof text - 1);
+    w = pl_writer_make(abuf, sizeof abuf);
+    pl_write_addr(&w, &a);
+    ar = pl_reader_make(abuf, w.off);
+    pl_read_addr(&ar, &b);
+    CHECK(b.transport == PL_ADDR_UDP && pl_addr_same_host(&a, &b) && a.port == b.port);
 }
 
 int main(void)

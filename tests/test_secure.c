@@ -169,8 +169,13 @@ static pl_sec_peer *connect_pair(node *a, node *b, pl_time now)
 static void a_handshake_takes_one_round_trip_and_carries_data(void)
 {
     node *a = make_node("alice", "192.0.2.1:1000"), *b = make_node("bob", "192.0.2.2:2000");
+    CHECK(pl_sec_find(a->sec, b->id.sign_pk) == NULL);
     pl_sec_peer *p = connect_pair(a, b, T0);
     CHECK_EQ(a->established, 1);
+    /* Both ends find the other by its signing key. */
+    CHECK(pl_sec_find(a->sec, b->id.sign_pk) == p);
+    CHECK(pl_sec_find(b->sec, a->id.sign_pk) == b->last_peer);
+    CHECK(pl_sec_find(a->sec, a->id.sign_pk) == NULL);
     const pl_cert *bc = pl_sec_peer_cert(p);
     CHECK(bc && strcmp(bc->name, "bob") == 0);
     CHECK(strcmp(pl_sec_peer_cert(b->last_peer)->name, "alice") == 0);
@@ -187,6 +192,8 @@ static void a_handshake_takes_one_round_trip_and_carries_data(void)
     CHECK_EQ(pl_sec_send(a->sec, p, (const uint8_t *)"secret words", 12, T0), PL_SEC_OK);
     CHECK(memmem(a->out[0].data, a->out[0].len, "secret", 6) == NULL);
     CHECK_EQ(a->out[0].len, 12 + PL_SEC_DATA_OVERHEAD);
+    pl_sec_close(b->sec, b->last_peer);
+    CHECK(pl_sec_find(b->sec, a->id.sign_pk) == NULL);
     free_node(a);
     free_node(b);
 }

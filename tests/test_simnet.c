@@ -96,7 +96,7 @@ static void links_override_one_direction(void)
     /* Bytes a family does not use do not make a different address. */
     pl_addr a_dirty = a;
     a_dirty.ip[7] = 0xee;
-    a_dirty.reserved = 3;
+    a_dirty.transport = PL_ADDR_TCP; /* simnet carries datagrams whatever the mark */
     pl_time now = pl_simnet_now(net);
     pl_simnet_send(net, &a_dirty, &b, (const uint8_t *)&now, sizeof now);
     pl_simnet_send(net, &b, &a, (const uint8_t *)&now, sizeof now);

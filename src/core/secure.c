@@ -122,7 +122,8 @@ struct pl_sec {
     uint32_t free_count;
 
     /* Peers by X25519 key: open addressing, slot+1 (0 = empty). */
-    uint32_t *by_key;
+    uint32_t *by_key;  /* by X25519 key */
+    uint32_t *by_sign; /* by signing key */
     uint32_t by_key_size;
     uint8_t hash_key[16];
 
@@ -164,52 +165,62 @@ static uint32_t make_index(pl_sec *sec, uint32_t slot, uint32_t which)
     return ((uint32_t)r << 24) | (slot << 2) | which;
 }
 
-static uint64_t key_hash(const pl_sec *sec, const uint8_t dh_pk[32])
+/* Two indexes over the peer table, open addressing with slot+1 (0 = empty):
+ * by X25519 key, which handshakes name, and by signing key, which the
+ * application names. A peer is in both from its creation to its close. */
+static const uint8_t *peer_key(const pl_sec_peer *p, bool by_sign) { return by_sign ? p->sign_pk : p->dh_pk; }
+
+static uint64_t key_hash(const pl_sec *sec, const uint8_t key[32])
 {
     uint8_t h[8];
     uint64_t v;
-    crypto_shorthash(h, dh_pk, 32, sec->hash_key);
+    crypto_shorthash(h, key, 32, sec->hash_key);
     memcpy(&v, h, 8);
     return v;
 }
 
-static pl_sec_peer *find_by_key(pl_sec *sec, const uint8_t dh_pk[32])
+static pl_sec_peer *index_find(const pl_sec *sec, bool by_sign, const uint8_t key[32])
 {
+    const uint32_t *table = by_sign ? sec->by_sign : sec->by_key;
     uint32_t mask = sec->by_key_size - 1;
-    for (uint64_t i = key_hash(sec, dh_pk);; i++) {
-        uint32_t v = sec->by_key[i & mask];
+    for (uint64_t i = key_hash(sec, key);; i++) {
+        uint32_t v = table[i & mask];
         if (v == 0) return NULL;
         pl_sec_peer *p = &sec->peers[v - 1];
-        if (sodium_memcmp(p->dh_pk, dh_pk, 32) == 0) return p;
+        if (sodium_memcmp(peer_key(p, by_sign), key, 32) == 0) return p;
     }
 }
 
-static void insert_by_key(pl_sec *sec, pl_sec_peer *p)
+static pl_sec_peer *find_by_key(pl_sec *sec, const uint8_t dh_pk[32]) { return index_find(sec, false, dh_pk); }
+
+static void index_insert(pl_sec *sec, bool by_sign, pl_sec_peer *p)
 {
+    uint32_t *table = by_sign ? sec->by_sign : sec->by_key;
     uint32_t mask = sec->by_key_size - 1;
-    uint64_t i = key_hash(sec, p->dh_pk);
-    while (sec->by_key[i & mask]) i++;
-    sec->by_key[i & mask] = p->slot + 1;
+    uint64_t i = key_hash(sec, peer_key(p, by_sign));
+    while (table[i & mask]) i++;
+    table[i & mask] = p->slot + 1;
 }
 
-static void remove_by_key(pl_sec *sec, pl_sec_peer *p)
+static void index_remove(pl_sec *sec, bool by_sign, pl_sec_peer *p)
 {
     /* Linear probing with backward-shift deletion: no tombstones. */
+    uint32_t *table = by_sign ? sec->by_sign : sec->by_key;
     uint32_t mask = sec->by_key_size - 1;
-    uint64_t i = key_hash(sec, p->dh_pk);
-    while (sec->by_key[i & mask] != p->slot + 1) i++;
+    uint64_t i = key_hash(sec, peer_key(p, by_sign));
+    while (table[i & mask] != p->slot + 1) i++;
     uint64_t hole = i;
     for (uint64_t j = i + 1;; j++) {
-        uint32_t v = sec->by_key[j & mask];
+        uint32_t v = table[j & mask];
         if (v == 0) break;
-        uint64_t home = key_hash(sec, sec->peers[v - 1].dh_pk) & mask;
+        uint64_t home = key_hash(sec, peer_key(&sec->peers[v - 1], by_sign)) & mask;
         /* Move v back into the hole if its home is not between hole and j. */
         if (((j - home) & mask) >= ((j - hole) & mask)) {
-            sec->by_key[hole & mask] = v;
+            table[hole & mask] = v;
             hole = j;
         }
     }
-    sec->by_key[hole & mask] = 0;
+    table[hole & mask] = 0;
 }
 
 /* ---- the deadline heap ------------------------------------------------------------ */
@@ -399,7 +410,7 @@ static void refuse_cert(pl_sec *sec, pl_cert_err err)
 /* ss, when not NULL, is the static-static DH the caller already computed
  * (a responder needs it to open the initiation before the peer exists), so
  * that a first contact pays for it once. */
-static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t dh_pk[32], const uint8_t *ss)
+static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t sign_pk[32], const uint8_t dh_pk[32], const uint8_t *ss)
 {
     if (sec->free_count == 0) return NULL;
     uint32_t slot = sec->free_slots[--sec->free_count];
@@ -411,6 +422,7 @@ static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t dh_pk[32], const uint8_t
     p->heap_pos = SIZE_MAX;
     p->deadline = PL_TIME_NEVER;
     memcpy(p->dh_pk, dh_pk, 32);
+    memcpy(p->sign_pk, sign_pk, 32);
     pl_cookie_maker_init(&p->cookie);
     if (ss) {
         memcpy(p->ss, ss, 32);
@@ -419,7 +431,8 @@ static pl_sec_peer *new_peer(pl_sec *sec, const uint8_t dh_pk[32], const uint8_t
         sec->free_slots[sec->free_count++] = slot;
         return NULL;
     }
-    insert_by_key(sec, p);
+    index_insert(sec, false, p);
+    index_insert(sec, true, p);
     return p;
 }
 
@@ -427,7 +440,8 @@ void pl_sec_close(pl_sec *sec, pl_sec_peer *p)
 {
     if (!p || !p->used) return;
     heap_remove(sec, p);
-    remove_by_key(sec, p);
+    index_remove(sec, false, p);
+    index_remove(sec, true, p);
     uint32_t slot = p->slot;
     sodium_memzero(p, sizeof *p);
     p->heap_pos = SIZE_MAX;
@@ -596,12 +610,11 @@ static void consume_initiation(pl_sec *sec, const pl_addr *from, const uint8_t *
             sec->stats.drop_handshake++;
             goto out;
         }
-        p = new_peer(sec, s, ss);
+        p = new_peer(sec, cert.sign_pk, s, ss);
         if (!p) {
             sec->stats.drop_flood++;
             goto out;
         }
-        memcpy(p->sign_pk, cert.sign_pk, 32);
     }
     p->latest_timestamp = ts;
     p->last_initiation_rx = now;
@@ -924,9 +937,8 @@ static pl_sec_err connect_keys(pl_sec *sec, const uint8_t sign_pk[32], const uin
     pl_sec_peer *p = find_by_key(sec, dh_pk);
     if (!p) {
         if (sec->free_count == 0) return PL_SEC_ERR_FULL;
-        p = new_peer(sec, dh_pk, NULL);
+        p = new_peer(sec, sign_pk, dh_pk, NULL);
         if (!p) return PL_SEC_ERR_BAD_KEY;
-        memcpy(p->sign_pk, sign_pk, 32);
     } else if (sodium_memcmp(p->sign_pk, sign_pk, 32) != 0) {
         return PL_SEC_ERR_BAD_KEY;
     }
@@ -1003,8 +1015,9 @@ pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *i
     sec->peers = mem->calloc(mem->ctx, max, sizeof *sec->peers);
     sec->free_slots = mem->calloc(mem->ctx, max, sizeof *sec->free_slots);
     sec->by_key = mem->calloc(mem->ctx, sec->by_key_size, sizeof *sec->by_key);
+    sec->by_sign = mem->calloc(mem->ctx, sec->by_key_size, sizeof *sec->by_sign);
     sec->heap = mem->calloc(mem->ctx, max, sizeof *sec->heap);
-    if (!sec->peers || !sec->free_slots || !sec->by_key || !sec->heap ||
+    if (!sec->peers || !sec->free_slots || !sec->by_key || !sec->by_sign || !sec->heap ||
         !pl_ratelimit_init(&sec->ratelimit, mem, cfg->rng, 4096, 20, 5)) {
         pl_sec_free(sec);
         return PL_SEC_ERR_NOMEM;
@@ -1028,6 +1041,7 @@ void pl_sec_free(pl_sec *sec)
     }
     if (sec->free_slots) mem->free(mem->ctx, sec->free_slots);
     if (sec->by_key) mem->free(mem->ctx, sec->by_key);
+    if (sec->by_sign) mem->free(mem->ctx, sec->by_sign);
     if (sec->heap) mem->free(mem->ctx, sec->heap);
     pl_ratelimit_free(&sec->ratelimit);
     pl_cookie_checker_wipe(&sec->cookies);
@@ -1049,6 +1063,8 @@ void pl_sec_set_crl(pl_sec *sec, const pl_crl *crl, pl_time now)
 }
 
 pl_sec_stats pl_sec_get_stats(const pl_sec *sec) { return sec->stats; }
+
+pl_sec_peer *pl_sec_find(pl_sec *sec, const uint8_t sign_pk[32]) { return index_find(sec, true, sign_pk); }
 
 const pl_cert *pl_sec_peer_cert(const pl_sec_peer *p) { return p->have_cert ? &p->cert : NULL; }
 const pl_addr *pl_sec_peer_addr(const pl_sec_peer *p) { return &p->addr; }

@@ -13,11 +13,21 @@ bool pl_init(void) { return sodium_init() >= 0; }
 
 bool pl_addr_parse(pl_addr *out, const char *text, uint16_t default_port)
 {
-    char host[64];
+    char host[64], whole[80];
     const char *port_text = NULL;
+    uint8_t transport = PL_ADDR_UDP;
     memset(out, 0, sizeof *out);
     if (!text) return false;
     size_t len = strlen(text);
+    if (len == 0 || len >= sizeof whole) return false;
+    /* An optional transport suffix: "/tcp" or "/udp". */
+    if (len > 4 && (strcmp(text + len - 4, "/tcp") == 0 || strcmp(text + len - 4, "/udp") == 0)) {
+        if (text[len - 3] == 't') transport = PL_ADDR_TCP;
+        len -= 4;
+    }
+    memcpy(whole, text, len);
+    whole[len] = 0;
+    text = whole;
     if (len == 0 || len >= sizeof host) return false;
 
     if (text[0] == '[') {
@@ -59,18 +69,20 @@ bool pl_addr_parse(pl_addr *out, const char *text, uint16_t default_port)
         return false;
     }
     out->port = port;
+    out->transport = transport;
     return true;
 }
 
 const char *pl_addr_format(const pl_addr *a, char *buf, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN];
+    const char *suffix = a->transport == PL_ADDR_TCP ? "/tcp" : "";
     if (a->family == PL_AF_INET4) {
         inet_ntop(AF_INET, a->ip, ip, sizeof ip);
-        snprintf(buf, cap, "%s:%u", ip, a->port);
+        snprintf(buf, cap, "%s:%u%s", ip, a->port, suffix);
     } else if (a->family == PL_AF_INET6) {
         inet_ntop(AF_INET6, a->ip, ip, sizeof ip);
-        snprintf(buf, cap, "[%s]:%u", ip, a->port);
+        snprintf(buf, cap, "[%s]:%u%s", ip, a->port, suffix);
     } else {
         snprintf(buf, cap, "(none)");
     }
@@ -86,7 +98,7 @@ bool pl_addr_same_host(const pl_addr *a, const pl_addr *b)
 
 bool pl_addr_equal(const pl_addr *a, const pl_addr *b)
 {
-    return pl_addr_same_host(a, b) && a->port == b->port;
+    return pl_addr_same_host(a, b) && a->port == b->port && a->transport == b->transport;
 }
 
 /* ---- hex ---------------------------------------------------------------- */

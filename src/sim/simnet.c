@@ -44,7 +44,8 @@ static void *xrealloc(void *p, size_t n)
 }
 
 /* Addresses are compared and hashed as raw bytes, so the bytes a family does
- * not use (and the reserved byte) are cleared first. */
+ * not use (and the transport mark: the simulated network has one kind of
+ * link) are cleared first. */
 static pl_addr norm(const pl_addr *a)
 {
     pl_addr k;
