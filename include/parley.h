@@ -303,6 +303,9 @@ typedef struct pl_sec_config {
     bool accept_incoming;        /* answer handshakes from unknown peers */
     uint32_t load_threshold;     /* initiations per second before cookies are demanded; 0: 1000 */
     uint8_t ciphers;             /* allowed data ciphers (bit mask); 0: all this CPU has */
+    uint32_t key_lifetime_s;     /* 0: 180 s (rekey at 120 s); 120..3600. Links that idle
+                                    for long (a node and its supernode) use longer keys so
+                                    rekeying does not dominate their traffic */
 } pl_sec_config;
 
 typedef enum pl_sec_err {

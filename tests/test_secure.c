@@ -100,6 +100,7 @@ static void make_cert(const ca_keys *issuer, const pl_identity *id, const char *
 }
 
 static uint64_t next_serial = 1;
+static uint32_t node_key_lifetime_s; /* 0: the default */
 
 /* A node with a certificate from `issuer` valid over [from, to). */
 static node *make_node_with(const char *name, const char *addr, const ca_keys *issuer, pl_time from, pl_time to,
@@ -119,6 +120,7 @@ static node *make_node_with(const char *name, const char *addr, const ca_keys *i
         .accept_incoming = true,
         .load_threshold = load_threshold,
         .ciphers = ciphers,
+        .key_lifetime_s = node_key_lifetime_s,
     };
     memcpy(cfg.ca_pk, ca.pk, 32);
     pl_sec_io io = {n, on_send, on_event};
@@ -442,6 +444,47 @@ static void sessions_rekey_without_losing_a_packet_and_keys_expire(void)
     CHECK_EQ(b->expired, 1);
     free_node(a);
     free_node(b);
+}
+
+/* An idle link (a node and its supernode exchanging a keepalive every 25 s)
+ * with ten-minute keys rekeys once in ten minutes, not every two. */
+static void a_longer_key_lifetime_rekeys_less_often(void)
+{
+    node_key_lifetime_s = 660;
+    node *a = make_node("alice", "192.0.2.1:1000"), *b = make_node("bob", "192.0.2.2:2000");
+    node_key_lifetime_s = 0;
+    pl_sec_peer *p = connect_pair(a, b, T0);
+    pl_sec_peer *q = b->last_peer;
+    int sent = 0;
+    uint64_t at_599 = 0;
+    for (pl_time t = T0; t <= T0 + 700 * PL_SEC; t += 25 * PL_SEC) {
+        if (t - T0 >= 599 * PL_SEC && !at_599) at_599 = pl_sec_get_stats(a->sec).handshakes_completed;
+        CHECK_EQ(pl_sec_send(a->sec, p, (const uint8_t *)"ka", 2, t), PL_SEC_OK);
+        CHECK_EQ(pl_sec_send(b->sec, q, (const uint8_t *)"ack", 3, t), PL_SEC_OK);
+        sent++;
+        pl_sec_tick(a->sec, t);
+        pl_sec_tick(b->sec, t);
+        while (a->nout || b->nout) {
+            deliver(a, b, t);
+            deliver(b, a, t);
+        }
+    }
+    CHECK_EQ(at_599, 1); /* only the first handshake before ten minutes */
+    CHECK_EQ(pl_sec_get_stats(a->sec).handshakes_completed, 2);
+    CHECK_EQ(b->data, sent);
+    CHECK_EQ(a->data, sent);
+    free_node(a);
+    free_node(b);
+    /* Lifetimes outside 120 s .. 1 h are refused. */
+    node *c = make_node("carol", "192.0.2.3:3000");
+    pl_sec_config cfg = {.identity = &c->id, .cert = c->cert, .cert_len = c->cert_len, .rng = pl_rng_system(),
+                         .key_lifetime_s = 60};
+    pl_sec_io io = {c, on_send, on_event};
+    pl_sec *bad = NULL;
+    CHECK_EQ(pl_sec_new(&bad, &cfg, &io), PL_SEC_ERR_CONFIG);
+    cfg.key_lifetime_s = 7200;
+    CHECK_EQ(pl_sec_new(&bad, &cfg, &io), PL_SEC_ERR_CONFIG);
+    free_node(c);
 }
 
 static void an_unanswered_handshake_is_retried_then_fails(void)
@@ -816,6 +859,7 @@ int main(void)
     RUN(certificates_from_another_ca_expired_or_revoked_are_refused);
     RUN(an_impersonator_cannot_answer_for_someone_else);
     RUN(sessions_rekey_without_losing_a_packet_and_keys_expire);
+    RUN(a_longer_key_lifetime_rekeys_less_often);
     RUN(an_unanswered_handshake_is_retried_then_fails);
     RUN(under_load_a_responder_answers_with_a_small_stateless_cookie);
     RUN(the_replay_window_accepts_each_counter_once);

@@ -23,9 +23,14 @@
 
 enum { MSG_INITIATION = 1, MSG_RESPONSE = 2, MSG_COOKIE = PL_COOKIE_TYPE, MSG_DATA = 4 };
 
-#define REKEY_AFTER_TIME (120 * PL_SEC)
-#define REKEY_AFTER_TIME_RESPONDER (130 * PL_SEC) /* later, so both ends rarely rekey at once */
-#define REJECT_AFTER_TIME (180 * PL_SEC)
+/* Key lifetimes derive from one setting, the reject time (default 180 s;
+ * pl_sec_config.key_lifetime_s): rekey 60 s before it on send (50 s for the
+ * responder's keys, so both ends rarely rekey at once), 15 s before it on
+ * receive, wipe at three times it. */
+#define DEFAULT_KEY_LIFETIME (180 * PL_SEC)
+#define REKEY_AFTER_TIME (sec->reject_after - 60 * PL_SEC)
+#define REKEY_AFTER_TIME_RESPONDER (sec->reject_after - 50 * PL_SEC)
+#define REJECT_AFTER_TIME (sec->reject_after)
 #define WIPE_AFTER_TIME (3 * REJECT_AFTER_TIME)
 #define REKEY_ON_RECEIVE_TIME (REJECT_AFTER_TIME - 15 * PL_SEC)
 #define REKEY_AFTER_MESSAGES (1ull << 60)
@@ -114,6 +119,7 @@ struct pl_sec {
     bool accept_incoming;
     uint8_t ciphers;
     uint32_t load_threshold;
+    pl_time reject_after; /* a key's lifetime */
     const pl_crl *crl;
 
     pl_sec_peer *peers;
@@ -263,7 +269,7 @@ static void heap_remove(pl_sec *sec, pl_sec_peer *p)
 }
 
 /* The earliest moment this peer needs attention. */
-static pl_time compute_deadline(const pl_sec_peer *p)
+static pl_time compute_deadline(const pl_sec *sec, const pl_sec_peer *p)
 {
     pl_time d = PL_TIME_NEVER;
     if (p->hs.state == HS_INITIATION_SENT && p->hs.next_retry < d) d = p->hs.next_retry;
@@ -276,7 +282,7 @@ static pl_time compute_deadline(const pl_sec_peer *p)
 
 static void reschedule(pl_sec *sec, pl_sec_peer *p)
 {
-    p->deadline = compute_deadline(p);
+    p->deadline = compute_deadline(sec, p);
     if (p->deadline == PL_TIME_NEVER) {
         heap_remove(sec, p);
         return;
@@ -295,7 +301,7 @@ static void wipe_keypair(keypair *kp)
     sodium_memzero(kp, sizeof *kp);
 }
 
-static keypair *usable_current(pl_sec_peer *p, pl_time now)
+static keypair *usable_current(const pl_sec *sec, pl_sec_peer *p, pl_time now)
 {
     if (p->current < 0) return NULL;
     keypair *kp = &p->kp[p->current];
@@ -850,7 +856,7 @@ void pl_sec_receive(pl_sec *sec, const pl_addr *from, const uint8_t *data, size_
 pl_sec_err pl_sec_send(pl_sec *sec, pl_sec_peer *p, const uint8_t *data, size_t len, pl_time now)
 {
     if (len > PL_SEC_MAX_PAYLOAD) return PL_SEC_ERR_TOO_BIG;
-    keypair *kp = usable_current(p, now);
+    keypair *kp = usable_current(sec, p, now);
     if (!kp) {
         if (p->want_session || p->reported) start_handshake(sec, p, now);
         return PL_SEC_ERR_NOT_READY;
@@ -871,7 +877,7 @@ static void peer_timers(pl_sec *sec, pl_sec_peer *p, pl_time now)
             hs->state = HS_NONE;
             pl_noise_wipe(&hs->ns);
             sodium_memzero(hs->e_sk, 32);
-            if (!usable_current(p, now)) {
+            if (!usable_current(sec, p, now)) {
                 emit(sec, PL_SEC_EV_FAILED, p, &p->addr, NULL, 0, now);
                 if (!p->used) return;
             }
@@ -895,7 +901,7 @@ static void peer_timers(pl_sec *sec, pl_sec_peer *p, pl_time now)
     }
     /* Passive keepalive: tell a peer that talks to us that we still hear it. */
     if (p->last_received > p->last_sent && now >= p->last_received + KEEPALIVE_AFTER) {
-        keypair *kp = usable_current(p, now);
+        keypair *kp = usable_current(sec, p, now);
         if (kp) send_on(sec, p, kp, NULL, 0, now);
         else p->last_sent = now;
     }
@@ -945,7 +951,7 @@ static pl_sec_err connect_keys(pl_sec *sec, const uint8_t sign_pk[32], const uin
     p->want_session = true;
     p->addr = *addr;
     if (out) *out = p;
-    if (!usable_current(p, now)) start_handshake(sec, p, now);
+    if (!usable_current(sec, p, now)) start_handshake(sec, p, now);
     return PL_SEC_OK;
 }
 
@@ -993,6 +999,7 @@ pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *i
         return PL_SEC_ERR_CONFIG;
     uint32_t max = cfg->max_peers ? cfg->max_peers : 1024;
     if (max > (1u << SLOT_BITS)) return PL_SEC_ERR_CONFIG;
+    if (cfg->key_lifetime_s && (cfg->key_lifetime_s < 120 || cfg->key_lifetime_s > 3600)) return PL_SEC_ERR_CONFIG;
     const pl_mem *mem = cfg->mem ? cfg->mem : pl_mem_system();
 
     pl_sec *sec = mem->calloc(mem->ctx, 1, sizeof *sec);
@@ -1006,6 +1013,7 @@ pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *i
     sec->io = *io;
     sec->accept_incoming = cfg->accept_incoming;
     sec->load_threshold = cfg->load_threshold ? cfg->load_threshold : 1000;
+    sec->reject_after = cfg->key_lifetime_s ? (pl_time)cfg->key_lifetime_s * PL_SEC : DEFAULT_KEY_LIFETIME;
     uint8_t have = PL_SEC_CIPHER_CHACHA20POLY1305 | (crypto_aead_aes256gcm_is_available() ? PL_SEC_CIPHER_AES256GCM : 0);
     sec->ciphers = cfg->ciphers ? (uint8_t)(cfg->ciphers & have) : have;
     if (!sec->ciphers) sec->ciphers = PL_SEC_CIPHER_CHACHA20POLY1305;
