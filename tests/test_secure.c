@@ -42,6 +42,7 @@ typedef struct node {
     pl_sec_peer *last_peer;
     pl_simnet *net; /* when driven by the simulator */
     uint64_t timer_id;
+    struct node *connect_on_data; /* opens a session to this node from inside a DATA callback */
 } node;
 
 static ca_keys ca;
@@ -73,6 +74,10 @@ static void on_event(void *ctx, const pl_sec_event *ev)
     case PL_SEC_EV_ESTABLISHED: n->established++; break;
     case PL_SEC_EV_DATA:
         n->data++;
+        if (n->connect_on_data) {
+            pl_sec_connect(n->sec, n->connect_on_data->id.sign_pk, &n->connect_on_data->addr, ev->now, NULL);
+            n->connect_on_data = NULL;
+        }
         memcpy(n->last_data, ev->data, ev->len);
         n->last_len = ev->len;
         break;
@@ -198,6 +203,24 @@ static void a_handshake_takes_one_round_trip_and_carries_data(void)
     CHECK(pl_sec_find(b->sec, a->id.sign_pk) == NULL);
     free_node(a);
     free_node(b);
+}
+
+/* A supernode forwards a request to a peer it has no session with yet from
+ * inside the callback that handed it the request: the request must survive. */
+static void opening_a_session_inside_a_data_callback_keeps_the_data(void)
+{
+    node *a = make_node("alice", "192.0.2.1:1000"), *b = make_node("bob", "192.0.2.2:2000");
+    node *c = make_node("carol", "192.0.2.3:3000");
+    pl_sec_peer *p = connect_pair(a, b, T0);
+    b->connect_on_data = c;
+    CHECK_EQ(pl_sec_send(a->sec, p, (const uint8_t *)"forward me to carol", 19, T0), PL_SEC_OK);
+    CHECK_EQ(deliver(a, b, T0), 1);
+    CHECK(b->connect_on_data == NULL);
+    CHECK_EQ(b->nout, 1); /* the initiation to carol */
+    CHECK(b->last_len == 19 && memcmp(b->last_data, "forward me to carol", 19) == 0);
+    free_node(a);
+    free_node(b);
+    free_node(c);
 }
 
 static void chacha_is_used_when_one_side_lacks_aes(void)
@@ -852,6 +875,7 @@ int main(void)
     if (!pl_init()) return 1;
     crypto_sign_keypair(ca.pk, ca.sk);
     RUN(a_handshake_takes_one_round_trip_and_carries_data);
+    RUN(opening_a_session_inside_a_data_callback_keeps_the_data);
     RUN(chacha_is_used_when_one_side_lacks_aes);
     RUN(a_flipped_bit_anywhere_in_a_handshake_is_refused);
     RUN(replayed_packets_are_refused);

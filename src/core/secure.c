@@ -479,7 +479,9 @@ static size_t build_initiation(pl_sec *sec, pl_sec_peer *p, pl_time now)
     if (!pl_noise_mix_dh(&hs->ns, hs->e_sk, p->dh_pk)) return 0; /* cannot happen: the key was checked */
     pl_noise_encrypt_and_hash(&hs->ns, sec->id.dh_pk, 32, m + 40);
     pl_noise_mix_key(&hs->ns, p->ss);
-    uint8_t *payload = sec->plain;
+    /* Its own buffer, not sec->plain: an application that opens a session
+     * from inside a DATA callback must not overwrite the data it was given. */
+    uint8_t payload[9 + PL_CERT_MAX_SIZE];
     pl_put_u64be(payload, hs->timestamp);
     payload[8] = sec->ciphers;
     memcpy(payload + 9, sec->cert, sec->cert_len);
