@@ -374,6 +374,8 @@ pl_sec_stats pl_sec_get_stats(const pl_sec *sec);
 
 const pl_cert *pl_sec_peer_cert(const pl_sec_peer *peer); /* NULL before the handshake */
 const pl_addr *pl_sec_peer_addr(const pl_sec_peer *peer);
+/* The peer's signing key (the one it was opened with, or its certificate's). */
+const uint8_t *pl_sec_peer_key(const pl_sec_peer *peer);
 /* Moves the peer to a new address (the path layer decides); packets that
  * authenticate from elsewhere also move it. */
 void pl_sec_peer_set_addr(pl_sec_peer *peer, const pl_addr *addr);

@@ -1078,6 +1078,7 @@ pl_sec_peer *pl_sec_find(pl_sec *sec, const uint8_t sign_pk[32]) { return index_
 
 const pl_cert *pl_sec_peer_cert(const pl_sec_peer *p) { return p->have_cert ? &p->cert : NULL; }
 const pl_addr *pl_sec_peer_addr(const pl_sec_peer *p) { return &p->addr; }
+const uint8_t *pl_sec_peer_key(const pl_sec_peer *p) { return p->sign_pk; }
 void pl_sec_peer_set_addr(pl_sec_peer *p, const pl_addr *addr) { p->addr = *addr; }
 bool pl_sec_peer_established(const pl_sec_peer *p) { return p->reported; }
 uint8_t pl_sec_peer_cipher(const pl_sec_peer *p) { return p->current >= 0 ? p->kp[p->current].cipher : 0; }
