@@ -120,6 +120,7 @@ struct pl_sec {
     uint8_t ciphers;
     uint32_t load_threshold;
     pl_time reject_after; /* a key's lifetime */
+    bool passive_keepalive;
     const pl_crl *crl;
 
     pl_sec_peer *peers;
@@ -275,7 +276,8 @@ static pl_time compute_deadline(const pl_sec *sec, const pl_sec_peer *p)
     if (p->hs.state == HS_INITIATION_SENT && p->hs.next_retry < d) d = p->hs.next_retry;
     for (int i = 0; i < KEY_SLOTS; i++)
         if (p->kp[i].valid && p->kp[i].created + WIPE_AFTER_TIME < d) d = p->kp[i].created + WIPE_AFTER_TIME;
-    if (p->current >= 0 && p->last_received > p->last_sent && p->last_received + KEEPALIVE_AFTER < d)
+    if (sec->passive_keepalive && p->current >= 0 && p->last_received > p->last_sent &&
+        p->last_received + KEEPALIVE_AFTER < d)
         d = p->last_received + KEEPALIVE_AFTER;
     return d;
 }
@@ -902,7 +904,7 @@ static void peer_timers(pl_sec *sec, pl_sec_peer *p, pl_time now)
         if (!p->used) return;
     }
     /* Passive keepalive: tell a peer that talks to us that we still hear it. */
-    if (p->last_received > p->last_sent && now >= p->last_received + KEEPALIVE_AFTER) {
+    if (sec->passive_keepalive && p->last_received > p->last_sent && now >= p->last_received + KEEPALIVE_AFTER) {
         keypair *kp = usable_current(sec, p, now);
         if (kp) send_on(sec, p, kp, NULL, 0, now);
         else p->last_sent = now;
@@ -1015,6 +1017,7 @@ pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *i
     sec->io = *io;
     sec->accept_incoming = cfg->accept_incoming;
     sec->load_threshold = cfg->load_threshold ? cfg->load_threshold : 1000;
+    sec->passive_keepalive = !cfg->no_passive_keepalive;
     sec->reject_after = cfg->key_lifetime_s ? (pl_time)cfg->key_lifetime_s * PL_SEC : DEFAULT_KEY_LIFETIME;
     uint8_t have = PL_SEC_CIPHER_CHACHA20POLY1305 | (crypto_aead_aes256gcm_is_available() ? PL_SEC_CIPHER_AES256GCM : 0);
     sec->ciphers = cfg->ciphers ? (uint8_t)(cfg->ciphers & have) : have;

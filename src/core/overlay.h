@@ -1,0 +1,135 @@
+/*
+ * overlay.h - the messages nodes and supernodes exchange (docs/overlay.md).
+ *
+ * Every overlay message travels as the payload of a secure session, so its
+ * sender is authenticated before a byte of it is read here. The first byte
+ * is the message type; the registry below assigns ranges to modules so one
+ * session can carry them all and a driver can dispatch on that byte:
+ *
+ *   0x01-0x0f  attaching a node to its supernode, keepalives (this file)
+ *   0x10-0x1f  supernode membership (members.h)
+ *   0x20-0x2f  the directory: publish, store, look up (this file)
+ *   0x30-0x3f  presence (this file)
+ *   0x40-0x4f  qualification and promotion (this file)
+ *   0x50-0x5f  call signalling
+ *   0x60-0x6f  paths: candidates, hole punching, relays
+ *   0x70-0x7f  the message store: chat and voicemail
+ *   0x80-0x8f  media (voice packets, receiver reports)
+ *
+ * This module only encodes and decodes. Decoders read through the bounded
+ * cursors of wire.h, refuse trailing bytes and out-of-range values, and
+ * never allocate: variable parts (lists of supernodes) go into fixed arrays
+ * with explicit maxima.
+ */
+#ifndef PL_OVERLAY_H
+#define PL_OVERLAY_H
+
+#include "parley.h"
+
+enum {
+    PL_OVL_ATTACH = 0x01,
+    PL_OVL_ATTACH_CHALLENGE = 0x02,
+    PL_OVL_ATTACH_PROOF = 0x03,
+    PL_OVL_ATTACH_OK = 0x04,
+    PL_OVL_ATTACH_REFUSED = 0x05,
+    PL_OVL_KEEPALIVE = 0x06,
+    PL_OVL_KEEPALIVE_ACK = 0x07,
+    PL_OVL_DETACH = 0x08,
+    PL_OVL_REDIRECT = 0x09,
+};
+
+#define PL_OVL_VERSION 1
+#define PL_OVL_MAX_PEERS 16 /* supernodes listed in one message */
+
+/* A supernode as nodes know it: its signing key and where it listens. */
+typedef struct pl_ovl_peer {
+    uint8_t pk[32];
+    pl_addr addr;
+} pl_ovl_peer;
+
+/* ATTACH flags. */
+#define PL_OVL_ATTACH_F_CANDIDATE 0x01u /* may be asked to become a supernode */
+#define PL_OVL_ATTACH_F_PRIVATE 0x02u   /* location privacy: publish no address */
+#define PL_OVL_ATTACH_F_ALL (PL_OVL_ATTACH_F_CANDIDATE | PL_OVL_ATTACH_F_PRIVATE)
+
+/* What a node says about itself when it attaches; the supernode uses the
+ * last three for qualification, and checks reachability itself. */
+typedef struct pl_ovl_attach {
+    uint8_t version;
+    uint8_t flags;
+    uint32_t capabilities; /* PL_CAP_* of record.h */
+    uint32_t uptime_s;
+    uint32_t up_kbps, down_kbps;
+    uint32_t memory_mb;
+} pl_ovl_attach;
+
+#define PL_OVL_NONCE_SIZE 32
+#define PL_OVL_SIG_SIZE 64
+
+typedef struct pl_ovl_attach_ok {
+    uint16_t keepalive_s;   /* how often the node must say it is there */
+    pl_addr observed;       /* the node's address as the supernode sees it */
+    uint8_t n_standby;
+    pl_ovl_peer standby[2]; /* where to go if this supernode is lost */
+    uint8_t n_hosts;
+    pl_ovl_peer hosts[PL_OVL_MAX_PEERS]; /* other supernodes, for the host cache */
+} pl_ovl_attach_ok;
+
+typedef enum pl_ovl_refusal {
+    PL_OVL_REFUSED_OVERLOADED = 1, /* try one of the redirects */
+    PL_OVL_REFUSED_REVOKED = 2,
+    PL_OVL_REFUSED_BAD_PROOF = 3,
+    PL_OVL_REFUSED_NOT_SERVING = 4, /* no longer a supernode */
+    PL_OVL_REFUSED_VERSION = 5,
+} pl_ovl_refusal;
+#define PL_OVL_REFUSED_MAX PL_OVL_REFUSED_VERSION
+
+typedef struct pl_ovl_refused {
+    uint8_t reason;         /* pl_ovl_refusal */
+    uint16_t retry_after_s; /* do not ask this supernode again before */
+    uint8_t n_redirect;
+    pl_ovl_peer redirect[PL_OVL_MAX_PEERS];
+} pl_ovl_refused;
+
+/* REDIRECT: the supernode sheds this node (overload or demotion). */
+typedef struct pl_ovl_redirect {
+    uint8_t n;
+    pl_ovl_peer to[PL_OVL_MAX_PEERS];
+} pl_ovl_redirect;
+
+typedef enum pl_ovl_err {
+    PL_OVL_OK = 0,
+    PL_OVL_ERR_MALFORMED, /* wrong type, size, or a field out of range */
+    PL_OVL_ERR_BUFFER,    /* the output buffer is too small */
+} pl_ovl_err;
+
+/* The bytes an attach proof signs: a context string, the supernode's key,
+ * the node's key and the supernode's nonce. Binding both keys stops a
+ * supernode from replaying a node's proof to another supernode. */
+#define PL_OVL_PROOF_CONTEXT "parley-attach-v1"
+#define PL_OVL_PROOF_SIZE (16 + 32 + 32 + PL_OVL_NONCE_SIZE)
+void pl_ovl_proof_bytes(uint8_t out[PL_OVL_PROOF_SIZE], const uint8_t sn_pk[32], const uint8_t node_pk[32],
+                        const uint8_t nonce[PL_OVL_NONCE_SIZE]);
+
+/* Encoders return the message size, or 0 when buf is too small or a field
+ * is out of range. Decoders take the whole message, type byte included. */
+size_t pl_ovl_encode_attach(uint8_t *buf, size_t cap, const pl_ovl_attach *m);
+pl_ovl_err pl_ovl_decode_attach(pl_ovl_attach *m, const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_challenge(uint8_t *buf, size_t cap, const uint8_t nonce[PL_OVL_NONCE_SIZE]);
+pl_ovl_err pl_ovl_decode_challenge(uint8_t nonce[PL_OVL_NONCE_SIZE], const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_proof(uint8_t *buf, size_t cap, const uint8_t sig[PL_OVL_SIG_SIZE]);
+pl_ovl_err pl_ovl_decode_proof(uint8_t sig[PL_OVL_SIG_SIZE], const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_attach_ok(uint8_t *buf, size_t cap, const pl_ovl_attach_ok *m);
+pl_ovl_err pl_ovl_decode_attach_ok(pl_ovl_attach_ok *m, const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_refused(uint8_t *buf, size_t cap, const pl_ovl_refused *m);
+pl_ovl_err pl_ovl_decode_refused(pl_ovl_refused *m, const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_keepalive(uint8_t *buf, size_t cap, uint32_t seq);
+pl_ovl_err pl_ovl_decode_keepalive(uint32_t *seq, const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_keepalive_ack(uint8_t *buf, size_t cap, uint32_t seq, const pl_addr *observed);
+pl_ovl_err pl_ovl_decode_keepalive_ack(uint32_t *seq, pl_addr *observed, const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_detach(uint8_t *buf, size_t cap);
+pl_ovl_err pl_ovl_decode_detach(const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_redirect(uint8_t *buf, size_t cap, const pl_ovl_redirect *m);
+pl_ovl_err pl_ovl_decode_redirect(pl_ovl_redirect *m, const uint8_t *buf, size_t len);
+
+#endif

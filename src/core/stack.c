@@ -1,0 +1,227 @@
+/*
+ * stack.c - one process's protocol stack (stack.h): the link underneath,
+ * the role's cores on top, and the dispatch of messages between them.
+ */
+#include "stack.h"
+
+#include <sodium.h>
+#include <string.h>
+
+struct pl_stack {
+    pl_role role;
+    const pl_mem *mem;
+    pl_stack_io io;
+    pl_link *link; /* NULL with an external transport */
+    pl_node *node;
+    pl_super *super;
+};
+
+/* ---- the cores' outputs ------------------------------------------------------------ */
+
+static bool core_send(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
+                      pl_time now)
+{
+    pl_stack *st = ctx;
+    if (!st->link) return st->io.send_message(st->io.ctx, pk, addr, msg, len, now);
+    return pl_link_send(st->link, pk, addr, msg, len, now) == PL_LINK_OK;
+}
+
+static void core_close(void *ctx, const uint8_t pk[32], pl_time now)
+{
+    pl_stack *st = ctx;
+    if (st->link) pl_link_close(st->link, pk, now);
+    else if (st->io.close_peer) st->io.close_peer(st->io.ctx, pk, now);
+}
+
+static void node_event(void *ctx, const pl_node_event *ev)
+{
+    pl_stack *st = ctx;
+    if (!st->io.event) return;
+    pl_stack_event e = {PL_STACK_EV_NODE, ev, NULL, NULL};
+    st->io.event(st->io.ctx, &e);
+}
+
+static void super_event(void *ctx, const pl_super_event *ev)
+{
+    pl_stack *st = ctx;
+    if (!st->io.event) return;
+    pl_stack_event e = {PL_STACK_EV_SUPER, NULL, ev, NULL};
+    st->io.event(st->io.ctx, &e);
+}
+
+/* ---- inputs ---------------------------------------------------------------------------- */
+
+static void dispatch(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
+                     const uint8_t *msg, size_t len, pl_time now)
+{
+    if (st->super && pl_super_message(st->super, pk, cert, from, msg, len, now)) return;
+    if (st->node && pl_node_message(st->node, pk, from, msg, len, now)) return;
+    /* Unknown types are ignored: a newer peer may speak more than we do. */
+}
+
+static void link_message(void *ctx, const pl_link_message *m)
+{
+    pl_stack *st = ctx;
+    dispatch(st, m->peer_pk, m->cert, m->from, m->data, m->len, m->now);
+}
+
+static void link_event(void *ctx, const pl_link_event *ev)
+{
+    pl_stack *st = ctx;
+    if (st->io.event) {
+        pl_stack_event e = {PL_STACK_EV_LINK, NULL, NULL, ev};
+        st->io.event(st->io.ctx, &e);
+    }
+    /* A session a core closed itself is no news to the cores. */
+    if (ev->type == PL_LINK_EV_DOWN && ev->why != PL_LINK_DOWN_CLOSED) pl_stack_peer_down(st, ev->peer_pk, ev->now);
+}
+
+static void link_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
+{
+    pl_stack *st = ctx;
+    if (st->io.send_datagram) st->io.send_datagram(st->io.ctx, to, data, len);
+}
+
+void pl_stack_receive(pl_stack *st, const pl_addr *from, const uint8_t *data, size_t len, pl_time now)
+{
+    if (st->link) pl_link_receive(st->link, from, data, len, now);
+}
+
+void pl_stack_deliver(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
+                      const uint8_t *msg, size_t len, pl_time now)
+{
+    dispatch(st, pk, cert, from, msg, len, now);
+}
+
+void pl_stack_peer_down(pl_stack *st, const uint8_t pk[32], pl_time now)
+{
+    if (st->node) pl_node_peer_down(st->node, pk, now);
+    if (st->super) pl_super_peer_down(st->super, pk, now);
+}
+
+void pl_stack_unreachable(pl_stack *st, const pl_addr *addr, pl_time now)
+{
+    if (st->node) pl_node_unreachable(st->node, addr, now);
+}
+
+void pl_stack_tick(pl_stack *st, pl_time now)
+{
+    if (st->link) pl_link_tick(st->link, now);
+    if (st->node) pl_node_tick(st->node, now);
+    if (st->super) pl_super_tick(st->super, now);
+}
+
+pl_time pl_stack_next_timeout(const pl_stack *st)
+{
+    pl_time t = PL_TIME_NEVER, x;
+    if (st->link && (x = pl_link_next_timeout(st->link)) < t) t = x;
+    if (st->node && (x = pl_node_next_timeout(st->node)) < t) t = x;
+    if (st->super && (x = pl_super_next_timeout(st->super)) < t) t = x;
+    return t;
+}
+
+/* ---- set-up ------------------------------------------------------------------------------------ */
+
+pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_stack_io *io)
+{
+    *out = NULL;
+    if (!cfg || !io || !cfg->identity || !cfg->rng ||
+        (cfg->role != PL_ROLE_NODE && cfg->role != PL_ROLE_SUPERNODE) ||
+        (cfg->external_transport ? !io->send_message : !io->send_datagram))
+        return PL_STACK_ERR_CONFIG;
+    const pl_mem *mem = cfg->mem ? cfg->mem : pl_mem_system();
+    pl_stack *st = mem->calloc(mem->ctx, 1, sizeof *st);
+    if (!st) return PL_STACK_ERR_NOMEM;
+    st->role = cfg->role;
+    st->mem = mem;
+    st->io = *io;
+    pl_stack_err err = PL_STACK_OK;
+
+    if (!cfg->external_transport) {
+        uint32_t max_peers = cfg->max_peers;
+        if (!max_peers) {
+            uint32_t clients = cfg->max_clients ? cfg->max_clients : PL_SUPER_DEFAULT_MAX_CLIENTS;
+            max_peers = cfg->role == PL_ROLE_SUPERNODE ? clients + 4096 : 1024;
+        }
+        pl_link_config lc = {.sec = {.identity = cfg->identity,
+                                     .cert = cfg->cert,
+                                     .cert_len = cfg->cert_len,
+                                     .rng = cfg->rng,
+                                     .mem = mem,
+                                     .max_peers = max_peers,
+                                     .accept_incoming = true,
+                                     /* Overlay links keep their own keepalives and idle
+                                      * for long: ten-minute keys (docs/overlay.md). */
+                                     .no_passive_keepalive = true,
+                                     .key_lifetime_s = 660}};
+        memcpy(lc.sec.ca_pk, cfg->ca_pk, 32);
+        pl_link_io lio = {st, link_send, link_message, link_event};
+        pl_link_err le = pl_link_new(&st->link, &lc, &lio);
+        if (le) err = le == PL_LINK_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
+    }
+    if (!err && cfg->role == PL_ROLE_NODE) {
+        pl_node_config nc = {.identity = cfg->identity,
+                             .rng = cfg->rng,
+                             .mem = mem,
+                             .bootstrap = cfg->bootstrap,
+                             .n_bootstrap = cfg->n_bootstrap,
+                             .no_tcp = cfg->no_tcp,
+                             .no_udp = cfg->no_udp,
+                             .attach = cfg->attach};
+        pl_node_io nio = {st, core_send, core_close, node_event};
+        pl_node_err ne = pl_node_new(&st->node, &nc, &nio);
+        if (ne) err = ne == PL_NODE_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
+    }
+    if (!err && cfg->role == PL_ROLE_SUPERNODE) {
+        pl_super_config sc = {.identity = cfg->identity,
+                              .rng = cfg->rng,
+                              .mem = mem,
+                              .max_clients = cfg->max_clients,
+                              .keepalive_s = cfg->keepalive_s};
+        pl_super_io sio = {st, core_send, core_close, super_event};
+        pl_super_err se = pl_super_new(&st->super, &sc, &sio);
+        if (se) err = se == PL_SUPER_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
+    }
+    if (err) {
+        pl_stack_free(st);
+        return err;
+    }
+    *out = st;
+    return PL_STACK_OK;
+}
+
+void pl_stack_free(pl_stack *st)
+{
+    if (!st) return;
+    const pl_mem *mem = st->mem;
+    pl_node_free(st->node);
+    pl_super_free(st->super);
+    pl_link_free(st->link);
+    memset(st, 0, sizeof *st);
+    mem->free(mem->ctx, st);
+}
+
+void pl_stack_start(pl_stack *st, pl_time now)
+{
+    if (st->node) pl_node_start(st->node, now);
+}
+
+void pl_stack_stop(pl_stack *st, pl_time now)
+{
+    if (st->node) pl_node_stop(st->node, now);
+}
+
+pl_role pl_stack_role(const pl_stack *st) { return st->role; }
+pl_node *pl_stack_node(pl_stack *st) { return st->node; }
+pl_super *pl_stack_super(pl_stack *st) { return st->super; }
+pl_link *pl_stack_link(pl_stack *st) { return st->link; }
+
+const char *pl_stack_strerror(pl_stack_err err)
+{
+    switch (err) {
+    case PL_STACK_OK: return "ok";
+    case PL_STACK_ERR_CONFIG: return "bad stack configuration";
+    case PL_STACK_ERR_NOMEM: return "out of memory";
+    }
+    return "unknown stack error";
+}

@@ -1,0 +1,104 @@
+/*
+ * stack.h - one Parley process's whole protocol stack, sans-I/O.
+ *
+ * A stack holds the secure link (sessions with every peer), the node core
+ * (attached to a supernode) or the supernode core (serving nodes), and,
+ * as they arrive, membership, the directory and presence. It takes
+ * datagrams and the time and gives back datagrams, and it is what both the
+ * daemon (src/daemon, over real sockets) and the simulator (src/sim, over a
+ * virtual network) drive: one piece of code, two drivers.
+ *
+ * The simulator may also run a stack with an external transport: instead of
+ * sealing messages into datagrams, the stack hands each message to the
+ * driver, and the driver hands messages in as already authenticated. That
+ * skips the handshakes that would otherwise dominate a million-node run; the
+ * protocol cores above the link are the same. The daemon never does this.
+ */
+#ifndef PL_STACK_H
+#define PL_STACK_H
+
+#include "link.h"
+#include "node.h"
+#include "parley.h"
+#include "supernode.h"
+
+typedef struct pl_stack pl_stack;
+
+typedef enum pl_role { PL_ROLE_NODE = 1, PL_ROLE_SUPERNODE = 2 } pl_role;
+
+typedef enum pl_stack_event_type {
+    PL_STACK_EV_NODE = 1, /* ev->node is set */
+    PL_STACK_EV_SUPER,    /* ev->super is set */
+    PL_STACK_EV_LINK,     /* ev->link is set */
+} pl_stack_event_type;
+
+typedef struct pl_stack_event {
+    pl_stack_event_type type;
+    const pl_node_event *node;
+    const pl_super_event *super;
+    const pl_link_event *link;
+} pl_stack_event;
+
+typedef struct pl_stack_io {
+    void *ctx;
+    /* A datagram for the network (secure link mode). */
+    void (*send_datagram)(void *ctx, const pl_addr *to, const uint8_t *data, size_t len);
+    /* External transport mode only: a message for the peer with key pk. */
+    bool (*send_message)(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
+                         pl_time now);
+    void (*close_peer)(void *ctx, const uint8_t pk[32], pl_time now);
+    void (*event)(void *ctx, const pl_stack_event *ev);
+} pl_stack_io;
+
+typedef struct pl_stack_config {
+    const pl_identity *identity;
+    const uint8_t *cert; /* own certificate, encoded */
+    size_t cert_len;
+    uint8_t ca_pk[32];
+    const pl_rng *rng;
+    const pl_mem *mem;
+    pl_role role;
+    bool external_transport; /* the simulator at scale; see above */
+    uint32_t max_peers;      /* sessions; 0: 1024 for a node, max_clients + 4096 for a supernode */
+    /* node role */
+    const pl_ovl_peer *bootstrap;
+    size_t n_bootstrap;
+    bool no_tcp, no_udp;
+    pl_ovl_attach attach;
+    /* supernode role */
+    uint32_t max_clients;
+    uint16_t keepalive_s;
+} pl_stack_config;
+
+typedef enum pl_stack_err {
+    PL_STACK_OK = 0,
+    PL_STACK_ERR_CONFIG,
+    PL_STACK_ERR_NOMEM,
+} pl_stack_err;
+
+pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_stack_io *io);
+void pl_stack_free(pl_stack *st);
+/* Starts the role: a node begins attaching. */
+void pl_stack_start(pl_stack *st, pl_time now);
+/* Leaves politely (a node detaches). */
+void pl_stack_stop(pl_stack *st, pl_time now);
+
+/* A datagram from the network (secure link mode). */
+void pl_stack_receive(pl_stack *st, const pl_addr *from, const uint8_t *data, size_t len, pl_time now);
+/* External transport: an authenticated message, and a peer gone. */
+void pl_stack_deliver(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
+                      const uint8_t *msg, size_t len, pl_time now);
+void pl_stack_peer_down(pl_stack *st, const uint8_t pk[32], pl_time now);
+/* The driver could not reach addr (a TCP connect failed). */
+void pl_stack_unreachable(pl_stack *st, const pl_addr *addr, pl_time now);
+
+void pl_stack_tick(pl_stack *st, pl_time now);
+pl_time pl_stack_next_timeout(const pl_stack *st);
+
+pl_role pl_stack_role(const pl_stack *st);
+pl_node *pl_stack_node(pl_stack *st);   /* NULL for a supernode */
+pl_super *pl_stack_super(pl_stack *st); /* NULL for a node */
+pl_link *pl_stack_link(pl_stack *st);   /* NULL with an external transport */
+const char *pl_stack_strerror(pl_stack_err err);
+
+#endif

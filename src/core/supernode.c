@@ -1,0 +1,393 @@
+/*
+ * supernode.c - the nodes attached to a supernode (supernode.h).
+ *
+ * Clients live in a growable array indexed by key (keymap.h). Instead of a
+ * timer per client, a sweep walks a tenth of the table each second, so a
+ * supernode with 200,000 clients spends its timer work evenly and notices a
+ * silent client within a few seconds of its deadline.
+ */
+#include "supernode.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "keymap.h"
+
+#define SWEEP_INTERVAL PL_SEC
+#define SWEEP_FRACTION 10
+
+enum { CLIENT_FREE = 0, CLIENT_CHALLENGED, CLIENT_ATTACHED };
+
+typedef struct client {
+    uint8_t state;
+    uint8_t pk[32];
+    char name[PL_NAME_MAX + 1];
+    pl_addr addr;
+    uint8_t nonce[PL_OVL_NONCE_SIZE];
+    pl_time since;      /* challenged or attached at */
+    pl_time last_heard;
+    pl_ovl_attach hello;
+} client;
+
+struct pl_super {
+    pl_identity id;
+    const pl_rng *rng;
+    const pl_mem *mem;
+    pl_super_io io;
+    uint32_t max_clients;
+    uint16_t keepalive_s;
+
+    client *clients;
+    uint32_t cap, high;  /* allocated; slots ever used (free ones below are on the list) */
+    uint32_t *free_list;
+    uint32_t n_free;
+    pl_keymap by_key;
+    uint32_t sweep_at;
+    pl_time next_sweep;
+
+    pl_ovl_peer standby[2];
+    uint8_t n_standby;
+    pl_ovl_peer hosts[PL_OVL_MAX_PEERS];
+    uint8_t n_hosts;
+    pl_ovl_peer redirects[PL_OVL_MAX_PEERS];
+    uint8_t n_redirects;
+
+    pl_super_stats stats;
+};
+
+/* ---- the client table ------------------------------------------------------------- */
+
+static client *find(const pl_super *s, const uint8_t pk[32])
+{
+    uint32_t i;
+    return pl_keymap_get(&s->by_key, pk, &i) ? &s->clients[i] : NULL;
+}
+
+static client *add(pl_super *s, const uint8_t pk[32])
+{
+    uint32_t i;
+    if (s->n_free > 0) {
+        i = s->free_list[--s->n_free];
+    } else {
+        if (s->high == s->cap) {
+            uint32_t cap = s->cap ? 2 * s->cap : 64;
+            if (cap > s->max_clients) cap = s->max_clients;
+            if (cap <= s->cap) return NULL;
+            client *grown = s->mem->calloc(s->mem->ctx, cap, sizeof *grown);
+            uint32_t *fl = s->mem->calloc(s->mem->ctx, cap, sizeof *fl);
+            if (!grown || !fl) {
+                if (grown) s->mem->free(s->mem->ctx, grown);
+                if (fl) s->mem->free(s->mem->ctx, fl);
+                return NULL;
+            }
+            if (s->clients) {
+                memcpy(grown, s->clients, s->cap * sizeof *grown);
+                memcpy(fl, s->free_list, s->n_free * sizeof *fl);
+                s->mem->free(s->mem->ctx, s->clients);
+                s->mem->free(s->mem->ctx, s->free_list);
+            }
+            s->clients = grown;
+            s->free_list = fl;
+            s->cap = cap;
+        }
+        i = s->high++;
+    }
+    if (!pl_keymap_put(&s->by_key, pk, i)) {
+        s->free_list[s->n_free++] = i;
+        return NULL;
+    }
+    client *c = &s->clients[i];
+    memset(c, 0, sizeof *c);
+    memcpy(c->pk, pk, 32);
+    return c;
+}
+
+static void forget(pl_super *s, client *c)
+{
+    if (c->state == CLIENT_ATTACHED) s->stats.clients--;
+    else if (c->state == CLIENT_CHALLENGED) s->stats.challenged--;
+    pl_keymap_remove(&s->by_key, c->pk);
+    s->free_list[s->n_free++] = (uint32_t)(c - s->clients);
+    memset(c, 0, sizeof *c);
+}
+
+static void emit(pl_super *s, pl_super_event_type type, const client *c, pl_time now)
+{
+    if (!s->io.event) return;
+    pl_super_event ev = {type, c->pk, c->name, &c->addr, now};
+    s->io.event(s->io.ctx, &ev);
+}
+
+static void reply(pl_super *s, const uint8_t pk[32], const pl_addr *to, const uint8_t *msg, size_t len, pl_time now)
+{
+    if (len) s->io.send(s->io.ctx, pk, to, msg, len, now);
+}
+
+static void refuse(pl_super *s, const uint8_t pk[32], const pl_addr *to, uint8_t reason, pl_time now)
+{
+    pl_ovl_refused r;
+    memset(&r, 0, sizeof r);
+    r.reason = reason;
+    r.retry_after_s = reason == PL_OVL_REFUSED_OVERLOADED ? 60 : 0;
+    if (reason == PL_OVL_REFUSED_OVERLOADED) {
+        r.n_redirect = s->n_redirects;
+        memcpy(r.redirect, s->redirects, s->n_redirects * sizeof *r.redirect);
+    }
+    uint8_t msg[8 + PL_OVL_MAX_PEERS * 52];
+    reply(s, pk, to, msg, pl_ovl_encode_refused(msg, sizeof msg, &r), now);
+}
+
+/* ---- messages --------------------------------------------------------------------------- */
+
+static void on_attach(pl_super *s, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
+                      const uint8_t *msg, size_t len, pl_time now)
+{
+    pl_ovl_attach hello;
+    if (pl_ovl_decode_attach(&hello, msg, len)) return;
+    if (hello.version != PL_OVL_VERSION) {
+        s->stats.refused_version++;
+        refuse(s, pk, from, PL_OVL_REFUSED_VERSION, now);
+        return;
+    }
+    client *c = find(s, pk);
+    if (!c) {
+        if (s->stats.clients + s->stats.challenged >= s->max_clients || !(c = add(s, pk))) {
+            s->stats.refused_full++;
+            refuse(s, pk, from, PL_OVL_REFUSED_OVERLOADED, now);
+            return;
+        }
+    } else if (c->state == CLIENT_ATTACHED) {
+        /* Attaching again (the node restarted): it proves itself again. */
+        s->stats.clients--;
+    } else {
+        s->stats.challenged--;
+    }
+    c->state = CLIENT_CHALLENGED;
+    s->stats.challenged++;
+    snprintf(c->name, sizeof c->name, "%s", cert ? cert->name : "");
+    c->addr = *from;
+    c->hello = hello;
+    c->since = now;
+    s->rng->fill(s->rng->ctx, c->nonce, sizeof c->nonce);
+    uint8_t out[64];
+    reply(s, pk, from, out, pl_ovl_encode_challenge(out, sizeof out, c->nonce), now);
+}
+
+static void on_proof(pl_super *s, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from, const uint8_t *msg,
+                     size_t len, pl_time now)
+{
+    uint8_t sig[PL_OVL_SIG_SIZE], proof[PL_OVL_PROOF_SIZE];
+    client *c = find(s, pk);
+    if (!c || c->state != CLIENT_CHALLENGED || pl_ovl_decode_proof(sig, msg, len)) return;
+    pl_ovl_proof_bytes(proof, s->id.sign_pk, pk, c->nonce);
+    /* The proof must verify under the key the certificate certifies. */
+    if (!cert || memcmp(cert->sign_pk, pk, 32) != 0 ||
+        crypto_sign_verify_detached(sig, proof, sizeof proof, cert->sign_pk) != 0) {
+        s->stats.refused_proof++;
+        forget(s, c);
+        refuse(s, pk, from, PL_OVL_REFUSED_BAD_PROOF, now);
+        return;
+    }
+    s->stats.challenged--;
+    s->stats.clients++;
+    s->stats.attaches++;
+    c->state = CLIENT_ATTACHED;
+    c->since = c->last_heard = now;
+    c->addr = *from;
+    sodium_memzero(c->nonce, sizeof c->nonce);
+
+    pl_ovl_attach_ok ok;
+    memset(&ok, 0, sizeof ok);
+    ok.keepalive_s = s->keepalive_s;
+    ok.observed = *from;
+    ok.observed.transport = PL_ADDR_UDP;
+    for (uint8_t i = 0; i < s->n_standby; i++)
+        if (memcmp(s->standby[i].pk, pk, 32) != 0) ok.standby[ok.n_standby++] = s->standby[i];
+    for (uint8_t i = 0; i < s->n_hosts; i++)
+        if (memcmp(s->hosts[i].pk, pk, 32) != 0) ok.hosts[ok.n_hosts++] = s->hosts[i];
+    uint8_t out[16 + 18 * 52 + 32];
+    reply(s, pk, from, out, pl_ovl_encode_attach_ok(out, sizeof out, &ok), now);
+    emit(s, PL_SUPER_EV_CLIENT_ATTACHED, c, now);
+}
+
+bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
+                      const uint8_t *msg, size_t len, pl_time now)
+{
+    if (len == 0) return false;
+    switch (msg[0]) {
+    case PL_OVL_ATTACH: on_attach(s, pk, cert, from, msg, len, now); return true;
+    case PL_OVL_ATTACH_PROOF: on_proof(s, pk, cert, from, msg, len, now); return true;
+    case PL_OVL_KEEPALIVE: {
+        uint32_t seq;
+        client *c = find(s, pk);
+        if (!c || c->state != CLIENT_ATTACHED || pl_ovl_decode_keepalive(&seq, msg, len)) return true;
+        s->stats.keepalives++;
+        c->last_heard = now;
+        c->addr = *from;
+        pl_addr seen = *from;
+        seen.transport = PL_ADDR_UDP;
+        uint8_t out[32];
+        reply(s, pk, from, out, pl_ovl_encode_keepalive_ack(out, sizeof out, seq, &seen), now);
+        return true;
+    }
+    case PL_OVL_DETACH: {
+        client *c = find(s, pk);
+        if (!c || pl_ovl_decode_detach(msg, len)) return true;
+        bool was_attached = c->state == CLIENT_ATTACHED;
+        client copy = *c;
+        forget(s, c);
+        if (was_attached) {
+            s->stats.left++;
+            emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
+        }
+        if (s->io.close) s->io.close(s->io.ctx, pk, now);
+        return true;
+    }
+    default: return false;
+    }
+}
+
+static void lose(pl_super *s, client *c, pl_time now)
+{
+    bool was_attached = c->state == CLIENT_ATTACHED;
+    client copy = *c;
+    forget(s, c);
+    if (was_attached) {
+        s->stats.lost++;
+        emit(s, PL_SUPER_EV_CLIENT_LOST, &copy, now);
+    }
+}
+
+void pl_super_peer_down(pl_super *s, const uint8_t pk[32], pl_time now)
+{
+    client *c = find(s, pk);
+    if (c) lose(s, c, now);
+}
+
+void pl_super_tick(pl_super *s, pl_time now)
+{
+    if (now < s->next_sweep) return;
+    s->next_sweep = now + SWEEP_INTERVAL;
+    if (s->high == 0) return;
+    pl_time loss_after = (pl_time)(PL_SUPER_LOSS_FACTOR * s->keepalive_s * PL_SEC);
+    uint32_t n = s->high / SWEEP_FRACTION + 1;
+    for (uint32_t k = 0; k < n; k++) {
+        if (s->sweep_at >= s->high) s->sweep_at = 0;
+        client *c = &s->clients[s->sweep_at++];
+        if (c->state == CLIENT_CHALLENGED && now - c->since > PL_SUPER_CHALLENGE_LIFE) forget(s, c);
+        else if (c->state == CLIENT_ATTACHED && now - c->last_heard > loss_after) lose(s, c, now);
+    }
+}
+
+pl_time pl_super_next_timeout(const pl_super *s) { return s->high ? s->next_sweep : PL_TIME_NEVER; }
+
+/* ---- configuration ---------------------------------------------------------------------------- */
+
+static void copy_peers(pl_ovl_peer *dst, uint8_t *n_dst, uint8_t max, const pl_ovl_peer *src, uint8_t n)
+{
+    *n_dst = n < max ? n : max;
+    if (*n_dst) memcpy(dst, src, *n_dst * sizeof *dst);
+}
+
+void pl_super_set_standby(pl_super *s, const pl_ovl_peer *p, uint8_t n) { copy_peers(s->standby, &s->n_standby, 2, p, n); }
+void pl_super_set_hosts(pl_super *s, const pl_ovl_peer *p, uint8_t n)
+{
+    copy_peers(s->hosts, &s->n_hosts, PL_OVL_MAX_PEERS, p, n);
+}
+void pl_super_set_redirects(pl_super *s, const pl_ovl_peer *p, uint8_t n)
+{
+    copy_peers(s->redirects, &s->n_redirects, PL_OVL_MAX_PEERS, p, n);
+}
+
+uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, pl_time now)
+{
+    pl_ovl_redirect r;
+    memset(&r, 0, sizeof r);
+    copy_peers(r.to, &r.n, PL_OVL_MAX_PEERS, to, n);
+    uint8_t msg[4 + PL_OVL_MAX_PEERS * 52];
+    size_t len = pl_ovl_encode_redirect(msg, sizeof msg, &r);
+    if (len == 0) return 0;
+    uint32_t told = 0;
+    for (uint32_t i = 0; i < s->high && told < count; i++) {
+        client *c = &s->clients[i];
+        if (c->state != CLIENT_ATTACHED) continue;
+        reply(s, c->pk, &c->addr, msg, len, now);
+        client copy = *c;
+        forget(s, c);
+        s->stats.left++;
+        emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
+        told++;
+    }
+    return told;
+}
+
+pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_super_io *io)
+{
+    *out = NULL;
+    if (!cfg || !cfg->identity || !cfg->rng || !io || !io->send) return PL_SUPER_ERR_CONFIG;
+    const pl_mem *mem = cfg->mem ? cfg->mem : pl_mem_system();
+    pl_super *s = mem->calloc(mem->ctx, 1, sizeof *s);
+    if (!s) return PL_SUPER_ERR_NOMEM;
+    s->id = *cfg->identity;
+    s->rng = cfg->rng;
+    s->mem = mem;
+    s->io = *io;
+    s->max_clients = cfg->max_clients ? cfg->max_clients : PL_SUPER_DEFAULT_MAX_CLIENTS;
+    s->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : PL_SUPER_DEFAULT_KEEPALIVE_S;
+    pl_keymap_init(&s->by_key, mem, cfg->rng);
+    *out = s;
+    return PL_SUPER_OK;
+}
+
+void pl_super_free(pl_super *s)
+{
+    if (!s) return;
+    const pl_mem *mem = s->mem;
+    if (s->clients) mem->free(mem->ctx, s->clients);
+    if (s->free_list) mem->free(mem->ctx, s->free_list);
+    pl_keymap_free(&s->by_key);
+    sodium_memzero(s, sizeof *s);
+    mem->free(mem->ctx, s);
+}
+
+pl_super_stats pl_super_get_stats(const pl_super *s) { return s->stats; }
+
+static void info_of(const client *c, pl_super_client_info *out)
+{
+    memcpy(out->pk, c->pk, 32);
+    memcpy(out->name, c->name, sizeof out->name);
+    out->addr = c->addr;
+    out->attached_at = c->since;
+    out->last_heard = c->last_heard;
+    out->hello = c->hello;
+}
+
+bool pl_super_client(const pl_super *s, const uint8_t pk[32], pl_super_client_info *out)
+{
+    const client *c = find(s, pk);
+    if (!c || c->state != CLIENT_ATTACHED) return false;
+    if (out) info_of(c, out);
+    return true;
+}
+
+bool pl_super_next_client(const pl_super *s, size_t *cursor, pl_super_client_info *out)
+{
+    while (*cursor < s->high) {
+        const client *c = &s->clients[(*cursor)++];
+        if (c->state == CLIENT_ATTACHED) {
+            info_of(c, out);
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *pl_super_strerror(pl_super_err err)
+{
+    switch (err) {
+    case PL_SUPER_OK: return "ok";
+    case PL_SUPER_ERR_CONFIG: return "bad supernode configuration";
+    case PL_SUPER_ERR_NOMEM: return "out of memory";
+    }
+    return "unknown supernode error";
+}

@@ -1,0 +1,112 @@
+/*
+ * supernode.h - the supernode's side of the overlay: the nodes attached to
+ * it (and, as they arrive, the directory, presence and qualification).
+ *
+ * A node attaches over an authenticated session; the supernode still makes
+ * it sign a fresh challenge with its certificate's key, so that only the key
+ * holder, live and now, is accepted. Attached nodes send keepalives; one
+ * that stays silent for PL_SUPER_LOSS_FACTOR keepalive periods is lost. A
+ * full supernode refuses new nodes and names others to try.
+ *
+ * Sans-I/O like every core: messages in (from the link, already
+ * authenticated), messages out through pl_super_io, and the time.
+ */
+#ifndef PL_SUPERNODE_H
+#define PL_SUPERNODE_H
+
+#include "overlay.h"
+#include "parley.h"
+
+typedef struct pl_super pl_super;
+
+typedef enum pl_super_event_type {
+    PL_SUPER_EV_CLIENT_ATTACHED = 1,
+    PL_SUPER_EV_CLIENT_LOST, /* missed its keepalives, or its session went down */
+    PL_SUPER_EV_CLIENT_LEFT, /* detached on purpose */
+} pl_super_event_type;
+
+typedef struct pl_super_event {
+    pl_super_event_type type;
+    const uint8_t *client_pk;
+    const char *name;    /* the client's certified name */
+    const pl_addr *addr; /* where it is seen */
+    pl_time now;
+} pl_super_event;
+
+typedef struct pl_super_io {
+    void *ctx;
+    bool (*send)(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
+                 pl_time now);
+    void (*close)(void *ctx, const uint8_t pk[32], pl_time now);
+    void (*event)(void *ctx, const pl_super_event *ev);
+} pl_super_io;
+
+#define PL_SUPER_DEFAULT_MAX_CLIENTS 250000
+#define PL_SUPER_DEFAULT_KEEPALIVE_S 30
+/* A client silent for this many keepalive periods is lost. */
+#define PL_SUPER_LOSS_FACTOR 2.5
+/* A challenge not answered within this is forgotten. */
+#define PL_SUPER_CHALLENGE_LIFE (10 * PL_SEC)
+
+typedef struct pl_super_config {
+    const pl_identity *identity; /* copied */
+    const pl_rng *rng;
+    const pl_mem *mem;           /* NULL: the C heap */
+    uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */
+    uint16_t keepalive_s;        /* 0: PL_SUPER_DEFAULT_KEEPALIVE_S */
+} pl_super_config;
+
+typedef struct pl_super_stats {
+    uint32_t clients;          /* attached now */
+    uint32_t challenged;       /* waiting for a proof */
+    uint64_t attaches;
+    uint64_t refused_full, refused_proof, refused_version;
+    uint64_t lost, left;
+    uint64_t keepalives;
+} pl_super_stats;
+
+typedef struct pl_super_client_info {
+    uint8_t pk[32];
+    char name[PL_NAME_MAX + 1];
+    pl_addr addr;
+    pl_time attached_at, last_heard;
+    pl_ovl_attach hello; /* what it said about itself */
+} pl_super_client_info;
+
+typedef enum pl_super_err {
+    PL_SUPER_OK = 0,
+    PL_SUPER_ERR_CONFIG,
+    PL_SUPER_ERR_NOMEM,
+} pl_super_err;
+
+pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_super_io *io);
+void pl_super_free(pl_super *s);
+
+/* An authenticated overlay message; cert is the sender's certificate (the
+ * session checked it against the pinned CA and the revocation list).
+ * Returns false when the type is not the supernode's. */
+bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
+                      const uint8_t *msg, size_t len, pl_time now);
+/* The session with pk went down. */
+void pl_super_peer_down(pl_super *s, const uint8_t pk[32], pl_time now);
+void pl_super_tick(pl_super *s, pl_time now);
+pl_time pl_super_next_timeout(const pl_super *s);
+
+/* What to tell attaching nodes: standby supernodes (up to 2) and others for
+ * their host cache (up to PL_OVL_MAX_PEERS). Copied. */
+void pl_super_set_standby(pl_super *s, const pl_ovl_peer *standby, uint8_t n);
+void pl_super_set_hosts(pl_super *s, const pl_ovl_peer *hosts, uint8_t n);
+/* Where a full supernode sends newcomers (up to PL_OVL_MAX_PEERS). */
+void pl_super_set_redirects(pl_super *s, const pl_ovl_peer *to, uint8_t n);
+/* Tells every attached client to move to one of these supernodes (load
+ * shedding, demotion) and forgets them. Returns how many were told. */
+uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, pl_time now);
+
+pl_super_stats pl_super_get_stats(const pl_super *s);
+/* The attached client with this key, if any. */
+bool pl_super_client(const pl_super *s, const uint8_t pk[32], pl_super_client_info *out);
+/* Iterates attached clients: *cursor starts at 0; false at the end. */
+bool pl_super_next_client(const pl_super *s, size_t *cursor, pl_super_client_info *out);
+const char *pl_super_strerror(pl_super_err err);
+
+#endif

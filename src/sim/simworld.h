@@ -1,0 +1,67 @@
+/*
+ * simworld.h - whole Parley processes on the simulated network.
+ *
+ * A world is a simulated network (simnet.h), a signing authority, and hosts:
+ * each host is one user's protocol stack (stack.h) at one address, exactly
+ * the code the daemon runs, driven by virtual time. Hosts can be started,
+ * crashed (gone without a word, like kill -9) and restarted with the same
+ * identity.
+ *
+ * In secure mode, hosts exchange real sealed datagrams and every session
+ * runs a real handshake. In external-transport mode (for runs of a million
+ * users) a message travels as a datagram of its own bytes and the receiver
+ * is told the sender's key and certificate from the sender's address, which
+ * stands in for the session layer that secure mode exercises.
+ */
+#ifndef PL_SIMWORLD_H
+#define PL_SIMWORLD_H
+
+#include "simnet.h"
+#include "stack.h"
+
+typedef struct pl_simworld pl_simworld;
+typedef struct pl_simhost pl_simhost;
+
+typedef void (*pl_simworld_event_cb)(void *ctx, pl_simhost *host, const pl_stack_event *ev);
+
+typedef struct pl_simworld_config {
+    uint64_t seed;
+    pl_time start;
+    bool secure;              /* real sessions (true) or the external transport */
+    pl_sim_link link;         /* the default link */
+    pl_simworld_event_cb on_event;
+    void *ctx;
+} pl_simworld_config;
+
+pl_simworld *pl_simworld_new(const pl_simworld_config *cfg);
+void pl_simworld_free(pl_simworld *w);
+pl_simnet *pl_simworld_net(pl_simworld *w);
+pl_time pl_simworld_now(const pl_simworld *w);
+const uint8_t *pl_simworld_ca_pk(const pl_simworld *w);
+size_t pl_simworld_host_count(const pl_simworld *w);
+pl_simhost *pl_simworld_host(pl_simworld *w, size_t i);
+
+/* A new user certified as name, at addr, configured from tmpl (role,
+ * bootstrap, limits; identity, certificate, CA, RNG and memory are the
+ * world's). Not started. NULL if the address is taken. */
+pl_simhost *pl_simworld_add_host(pl_simworld *w, const char *name, const pl_addr *addr,
+                                 const pl_stack_config *tmpl);
+
+/* The CA revokes h's certificate and every host (running or started later)
+ * gets the new revocation list at once. */
+void pl_simworld_revoke(pl_simworld *w, pl_simhost *h);
+
+void pl_simhost_start(pl_simhost *h);
+/* Gone at once: no goodbye, state lost, address silent. */
+void pl_simhost_crash(pl_simhost *h);
+/* Back with the same identity and configuration, from a blank state (its
+ * host cache kept, as a real node keeps it on disk). */
+void pl_simhost_restart(pl_simhost *h);
+bool pl_simhost_running(const pl_simhost *h);
+pl_stack *pl_simhost_stack(pl_simhost *h); /* NULL while crashed */
+const pl_ovl_peer *pl_simhost_peer(const pl_simhost *h);
+const char *pl_simhost_name(const pl_simhost *h);
+const pl_cert *pl_simhost_cert(const pl_simhost *h);
+const pl_identity *pl_simhost_identity(const pl_simhost *h);
+
+#endif
