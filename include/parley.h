@@ -303,6 +303,8 @@ typedef struct pl_sec_config {
     bool accept_incoming;        /* answer handshakes from unknown peers */
     uint32_t load_threshold;     /* initiations per second before cookies are demanded; 0: 1000 */
     uint8_t ciphers;             /* allowed data ciphers (bit mask); 0: all this CPU has */
+    bool no_passive_keepalive;   /* the application keeps its own keepalives: do not
+                                    answer a quiet peer with empty packets after 10 s */
     uint32_t key_lifetime_s;     /* 0: 180 s (rekey at 120 s); 120..3600. Links that idle
                                     for long (a node and its supernode) use longer keys so
                                     rekeying does not dominate their traffic */

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "ca_client.h"
+#include "home.h"
 #include "loop.h"
 #include "parley.h"
 #include "sockaddr.h"
@@ -112,86 +113,18 @@ static int fail(int code, const char *kind, const char *fmt, ...)
 
 /* ---- files in the home directory ---------------------------------------------------- */
 
-static char home_dir[4096];
+static char home_dir[PL_HOME_PATH_MAX];
 
-static void home_path(char *out, size_t cap, const char *file) { snprintf(out, cap, "%s/%s", home_dir, file); }
-
-static bool resolve_home(void)
-{
-    const char *h = g.home ? g.home : getenv("PARLEY_HOME");
-    if (h && *h) {
-        snprintf(home_dir, sizeof home_dir, "%s", h);
-        return true;
-    }
-    const char *user = getenv("HOME");
-    if (!user || !*user) return false;
-    snprintf(home_dir, sizeof home_dir, "%s/.parley", user);
-    return true;
-}
-
+static void home_path(char *out, size_t cap, const char *file) { pl_home_path(home_dir, file, out, cap); }
+static bool resolve_home(void) { return pl_home_resolve(g.home, home_dir, sizeof home_dir); }
 static bool write_file(const char *path, const void *data, size_t len, mode_t mode)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) return false;
-    const uint8_t *p = data;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, p + done, len - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        done += (size_t)n;
-    }
-    /* The certificate is what registration bought: make it durable before
-     * it replaces the old file. */
-    bool ok = done == len && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (ok) ok = rename(tmp, path) == 0;
-    if (!ok) unlink(tmp);
-    return ok;
+    return pl_file_write_atomic(path, data, len, mode);
 }
-
-/* Reads a whole small file; returns its length or -1. */
-static long read_file(const char *path, uint8_t *buf, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    size_t got = 0;
-    for (;;) {
-        if (got == cap) {
-            close(fd);
-            return -1; /* larger than anything we write */
-        }
-        ssize_t n = read(fd, buf + got, cap - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            close(fd);
-            return -1;
-        }
-        if (n == 0) break;
-        got += (size_t)n;
-    }
-    close(fd);
-    return (long)got;
-}
-
+static long read_file(const char *path, uint8_t *buf, size_t cap) { return pl_file_read(path, buf, cap); }
 static const char *passphrase(char *buf, size_t cap, bool *bad)
 {
-    *bad = false;
-    if (g.passphrase_file) {
-        FILE *f = fopen(g.passphrase_file, "r");
-        if (!f || !fgets(buf, (int)cap, f)) {
-            if (f) fclose(f);
-            *bad = true;
-            return NULL;
-        }
-        fclose(f);
-        buf[strcspn(buf, "\r\n")] = 0;
-        return buf;
-    }
-    const char *env = getenv("PARLEY_PASSPHRASE");
-    return env && *env ? env : NULL;
+    return pl_passphrase_read(g.passphrase_file, buf, cap, bad);
 }
 
 static int load_identity(pl_identity *id)
@@ -218,38 +151,9 @@ static int load_identity(pl_identity *id)
     }
 }
 
-/* The pinned authority: key and address. */
-typedef struct ca_pin {
-    bool have_key, have_addr;
-    uint8_t key[32];
-    char addr[128];
-} ca_pin;
-
-static void read_pin(ca_pin *pin)
-{
-    char path[4200], buf[512];
-    memset(pin, 0, sizeof *pin);
-    home_path(path, sizeof path, "ca");
-    long n = read_file(path, (uint8_t *)buf, sizeof buf - 1);
-    if (n < 0) return;
-    buf[n] = 0;
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "key ", 4) == 0) pin->have_key = pl_hex_decode(line + 4, pin->key, 32);
-        else if (strncmp(line, "addr ", 5) == 0 && strlen(line + 5) < sizeof pin->addr) {
-            snprintf(pin->addr, sizeof pin->addr, "%s", line + 5);
-            pin->have_addr = true;
-        }
-    }
-}
-
-static bool write_pin(const ca_pin *pin)
-{
-    char path[4200], buf[512], hex[65];
-    home_path(path, sizeof path, "ca");
-    pl_hex_encode(pin->key, 32, hex);
-    int n = snprintf(buf, sizeof buf, "key %s\naddr %s\n", hex, pin->addr);
-    return write_file(path, buf, (size_t)n, 0600);
-}
+typedef pl_home_pin ca_pin;
+static void read_pin(ca_pin *pin) { pl_home_read_pin(home_dir, pin); }
+static bool write_pin(const ca_pin *pin) { return pl_home_write_pin(home_dir, pin); }
 
 /* Works out which authority to talk to: --ca/--ca-key if given (the key must
  * match an existing pin: a changed CA key is an attack until proven
