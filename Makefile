@@ -17,7 +17,7 @@ CC ?= cc
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
        -Wformat=2 -Wno-unused-parameter -Werror
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io -Isrc/sim -MMD -MP $(CFLAGS)
-LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lm -lpthread $(LDLIBS)
+LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lcjson -lm -lpthread $(LDLIBS)
 
 LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -25,13 +25,14 @@ LIB       := $(BUILD)/libparley.a
 
 CLI_SRC   := $(wildcard src/cli/*.c)
 CA_SRC    := $(wildcard src/ca/*.c)
+DAEMON_SRC:= $(wildcard src/daemon/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 BENCH_SRC := $(wildcard bench/bench_*.c)
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 # Helpers shared by several test programs (not tests themselves).
 TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
-BINS   := $(BUILD)/parley $(BUILD)/parley-ca
+BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
@@ -51,6 +52,9 @@ $(BUILD)/parley: $(CLI_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 $(BUILD)/parley-ca: $(CA_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+$(BUILD)/parleyd: $(DAEMON_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 # Test programs may also link the CA's store (src/ca/store.c) to drive it directly.

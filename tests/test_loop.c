@@ -412,6 +412,38 @@ static void streams_carry_frames_of_0_1_and_65535_bytes(void)
     CHECK_EQ(count_fds(), fds);
 }
 
+/* A host with several addresses speaks TCP from the one it chose. */
+static void a_stream_can_connect_from_a_chosen_address(void)
+{
+    int fds = count_fds();
+    pl_loop *loop = pl_loop_new();
+    static server srv;
+    memset(&srv, 0, sizeof srv);
+    pl_addr where;
+    pl_listener *l = listen_local(loop, &srv, &where);
+    static side cli;
+    memset(&cli, 0, sizeof cli);
+    pl_addr from = addr("127.0.0.5:9"); /* the port is ignored */
+    cli.s = pl_stream_connect_from(loop, &where, &from, NULL);
+    CHECK(cli.s);
+    pl_stream_set_callbacks(cli.s, side_frame, side_close, &cli);
+    pl_time end = pl_loop_now(loop) + 2 * PL_SEC;
+    while (srv.accepted < 1 && pl_loop_now(loop) < end) pl_loop_run_once(loop, 10);
+    CHECK_EQ(srv.accepted, 1);
+    pl_addr peer, expect = addr("127.0.0.5:0");
+    CHECK(pl_stream_peer_addr(srv.sides[0].s, &peer));
+    CHECK(pl_addr_same_host(&peer, &expect) && peer.port != 9);
+    /* An address this host does not have is refused at once. */
+    pl_addr foreign = addr("192.0.2.1:0");
+    pl_loop_err err;
+    CHECK(pl_stream_connect_from(loop, &where, &foreign, &err) == NULL);
+    CHECK_EQ(err, PL_LOOP_ERR_ADDRESS);
+    pl_stream_close(cli.s, true);
+    pl_listener_close(l);
+    pl_loop_free(loop);
+    CHECK_EQ(count_fds(), fds);
+}
+
 static int raw_connect(const pl_addr *to)
 {
     struct sockaddr_storage ss;
@@ -641,6 +673,7 @@ int main(void)
     RUN(timers_fire_in_order_and_may_rearm_or_cancel);
     RUN(busy_socket_does_not_starve_others_or_timers);
     RUN(streams_carry_frames_of_0_1_and_65535_bytes);
+    RUN(a_stream_can_connect_from_a_chosen_address);
     RUN(oversized_or_cut_short_input_closes_the_stream);
     RUN(connect_to_a_closed_port_reports_econnrefused);
     RUN(output_cap_refuses_with_full);

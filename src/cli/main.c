@@ -23,6 +23,7 @@
  * decisions are all in ca_client.c: this file is a small blocking driver
  * that tries UDP (with the client's retransmissions) and falls back to TCP.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +70,7 @@ enum {
     EXIT_BAD_CA = 9,      /* the answer does not verify, or the CA key does not match the pin */
     EXIT_LOCAL = 10,      /* missing or unreadable local files */
     EXIT_REVOKED = 11,    /* `crl`: our own certificate is on the list */
+    EXIT_NO_DAEMON = 12,  /* no daemon answers on the control socket */
 };
 
 /* ---- options ------------------------------------------------------------------ */
@@ -83,6 +86,7 @@ typedef struct opts {
     const char *peer_key;  /* ping: the callee's public key (hex) */
     const char *count;     /* listen: stop after this many messages */
     const char *timeout;   /* ping: seconds to wait */
+    const char *control;   /* the daemon's control socket */
     const char *args[4];
     int nargs;
     bool json;
@@ -939,6 +943,147 @@ static int cmd_ping(void)
     return EXIT_OK;
 }
 
+/* ---- talking to the daemon ------------------------------------------------------------
+ * The daemon (parleyd) listens on a Unix socket in the home directory; a
+ * request and its reply are one JSON object per line. */
+
+#define CONTROL_TIMEOUT_MS 5000
+
+/* Sends {"cmd": name, ...extra} and returns the parsed reply, or NULL after
+ * printing the error (with *rc set). */
+static cJSON *control_call(const char *name, cJSON *extra, int *rc)
+{
+    char path[PL_HOME_PATH_MAX + 32];
+    if (g.control) snprintf(path, sizeof path, "%s", g.control);
+    else home_path(path, sizeof path, "control.sock");
+    cJSON *req = extra ? extra : cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "cmd", name);
+    char *line = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) {
+        cJSON_free(line);
+        *rc = fail(EXIT_USAGE, "usage", "the control socket path %s is too long (use --control)", path);
+        return NULL;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0) close(fd);
+        free(line);
+        *rc = fail(EXIT_NO_DAEMON, "no_daemon", "the daemon is not running (nothing answers at %s; start parleyd)", path);
+        return NULL;
+    }
+    bool sent = line && write_all(fd, (const uint8_t *)line, strlen(line)) && write_all(fd, (const uint8_t *)"\n", 1);
+    free(line);
+    static char buf[1 << 20];
+    size_t have = 0;
+    while (sent && have < sizeof buf - 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, CONTROL_TIMEOUT_MS) != 1) break;
+        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+        if (n <= 0) break;
+        have += (size_t)n;
+        if (memchr(buf, '\n', have)) break;
+    }
+    close(fd);
+    buf[have] = 0;
+    cJSON *reply = have ? cJSON_Parse(buf) : NULL;
+    if (!reply) {
+        *rc = fail(EXIT_NO_DAEMON, "no_reply", "the daemon at %s did not answer", path);
+        return NULL;
+    }
+    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(reply, "ok");
+    if (!cJSON_IsTrue(ok)) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(reply, "message");
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(reply, "error");
+        *rc = fail(EXIT_FAIL, cJSON_IsString(kind) ? kind->valuestring : "error", "%s",
+                   cJSON_IsString(msg) ? msg->valuestring : "the daemon refused");
+        cJSON_Delete(reply);
+        return NULL;
+    }
+    *rc = 0;
+    return reply;
+}
+
+static const char *jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double jnum(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* With --json the daemon's reply is the output, as it came. */
+static void print_json(const cJSON *reply)
+{
+    char *text = cJSON_PrintUnformatted(reply);
+    if (text) printf("%s\n", text);
+    free(text);
+}
+
+static int cmd_status(void)
+{
+    int rc;
+    cJSON *r = control_call("status", NULL, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+        cJSON_Delete(r);
+        return 0;
+    }
+    const cJSON *online = cJSON_GetObjectItemCaseSensitive(r, "online");
+    printf("name         %s\n", jstr(r, "name"));
+    printf("role         %s\n", jstr(r, "role"));
+    printf("state        %s (%s)\n", cJSON_IsTrue(online) ? "online" : "offline", jstr(r, "state"));
+    const cJSON *sn = cJSON_GetObjectItemCaseSensitive(r, "supernode");
+    if (sn)
+        printf("supernode    %s at %s over %s\n", jstr(sn, "name"), jstr(sn, "addr"), jstr(r, "transport"));
+    if (*jstr(r, "observed")) printf("seen as      %s\n", jstr(r, "observed"));
+    const cJSON *sb = cJSON_GetObjectItemCaseSensitive(r, "standby");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, sb) printf("standby      %.16s... at %s\n", jstr(e, "fingerprint"), jstr(e, "addr"));
+    printf("nat          %s\n", jstr(r, "nat"));
+    printf("listening    %s\n", jstr(r, "listen"));
+    if (strcmp(jstr(r, "role"), "supernode") == 0)
+        printf("clients      %.0f of at most %.0f\n", jnum(r, "clients"), jnum(r, "max_clients"));
+    cJSON_Delete(r);
+    return 0;
+}
+
+static int cmd_clients(void)
+{
+    int rc;
+    cJSON *r = control_call("clients", NULL, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+    } else {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "clients"))
+            printf("%-32s %s %.16s...\n", jstr(e, "name"), jstr(e, "addr"), jstr(e, "fingerprint"));
+    }
+    cJSON_Delete(r);
+    return 0;
+}
+
+static int cmd_stop(void)
+{
+    int rc;
+    cJSON *r = control_call("stop", NULL, &rc);
+    if (!r) return rc;
+    if (g.json) print_json(r);
+    else printf("the daemon is stopping\n");
+    cJSON_Delete(r);
+    return 0;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(void);
@@ -956,6 +1101,9 @@ static const command COMMANDS[] = {
     {"crl", cmd_crl, "crl                                       fetch and verify the revocation list"},
     {"listen", cmd_listen, "listen [--listen ADDR:PORT] [--count N]  answer secure sessions and echo messages"},
     {"ping", cmd_ping, "ping ADDR:PORT --peer-key HEX [TEXT] [--timeout S]  secure session to a user, send, await the echo"},
+    {"status", cmd_status, "status                                    the daemon: role, supernode, address, online"},
+    {"clients", cmd_clients, "clients                                   a supernode's attached nodes"},
+    {"stop", cmd_stop, "stop                                      stop the daemon"},
     {"help", cmd_help, "help                                      this text"},
 };
 
@@ -967,7 +1115,8 @@ static int cmd_help(void)
            "         (or PARLEY_PASSPHRASE), --transport auto|udp|tcp, --ca ADDR:PORT, --ca-key HEX, --force\n"
            "exit codes: 0 ok, 1 other, 2 usage, 3 bad name, 4 name taken, 5 authority unreachable,\n"
            "            6 passphrase, 7 refused by the authority, 8 rate limited, 9 authority does not\n"
-           "            verify, 10 local files, 11 own certificate revoked\n");
+           "            verify, 10 local files, 11 own certificate revoked, 12 no daemon running\n"
+           "the daemon: parleyd --home DIR [--role node|supernode] (see README.md); --control PATH\n");
     return 0;
 }
 
@@ -992,6 +1141,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--peer-key") == 0) slot = &g.peer_key;
         else if (strcmp(a, "--count") == 0) slot = &g.count;
         else if (strcmp(a, "--timeout") == 0) slot = &g.timeout;
+        else if (strcmp(a, "--control") == 0) slot = &g.control;
         else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
         else if (!g.cmd) g.cmd = a;
         else if (g.nargs < 4) g.args[g.nargs++] = a;

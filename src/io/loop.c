@@ -858,6 +858,11 @@ static void stream_event(pl_loop *loop, pl_stream *s, uint32_t ev)
 
 pl_stream *pl_stream_connect(pl_loop *loop, const pl_addr *to, pl_loop_err *err)
 {
+    return pl_stream_connect_from(loop, to, NULL, err);
+}
+
+pl_stream *pl_stream_connect_from(pl_loop *loop, const pl_addr *to, const pl_addr *from, pl_loop_err *err)
+{
     struct sockaddr_storage ss;
     socklen_t sslen;
     if (!pl_sockaddr_from_addr(to, &ss, &sslen)) {
@@ -868,6 +873,21 @@ pl_stream *pl_stream_connect(pl_loop *loop, const pl_addr *to, pl_loop_err *err)
     if (fd < 0) {
         set_err(err, errno == EAFNOSUPPORT ? PL_LOOP_ERR_ADDRESS : PL_LOOP_ERR_SYSTEM);
         return NULL;
+    }
+    if (from) {
+        /* The local address only; the kernel picks the port. */
+        struct sockaddr_storage ls;
+        socklen_t lslen;
+        pl_addr local = *from;
+        local.port = 0;
+        if (!pl_sockaddr_from_addr(&local, &ls, &lslen) || ls.ss_family != ss.ss_family ||
+            bind(fd, (struct sockaddr *)&ls, lslen) != 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            set_err(err, e == EADDRINUSE ? PL_LOOP_ERR_IN_USE : PL_LOOP_ERR_ADDRESS);
+            return NULL;
+        }
     }
     bool connecting = true;
     int pending = 0;

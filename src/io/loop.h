@@ -111,6 +111,9 @@ bool pl_listener_local_addr(const pl_listener *l, pl_addr *out);
 void pl_listener_close(pl_listener *l);
 /* Non-blocking connect; frames may be queued at once. */
 pl_stream *pl_stream_connect(pl_loop *loop, const pl_addr *to, pl_loop_err *err);
+/* The same from a given local address (its port is ignored), so a host with
+ * several addresses speaks TCP from the one it speaks UDP from. */
+pl_stream *pl_stream_connect_from(pl_loop *loop, const pl_addr *to, const pl_addr *from, pl_loop_err *err);
 void pl_stream_set_callbacks(pl_stream *s, pl_stream_frame_cb on_frame, pl_stream_close_cb on_close, void *ctx);
 /* Lowers the largest frame accepted from the peer (default and ceiling
  * PL_STREAM_MAX_FRAME); a longer length closes the stream with EMSGSIZE. */
