@@ -224,3 +224,125 @@ pl_ovl_err pl_ovl_decode_redirect(pl_ovl_redirect *m, const uint8_t *buf, size_t
     if (!pl_reader_done(&r) || m->n == 0) return PL_OVL_ERR_MALFORMED;
     return PL_OVL_OK;
 }
+
+/* ---- the directory and presence ---------------------------------------------------------- */
+
+static void write_name(pl_writer *w, const char *name)
+{
+    size_t n = strlen(name);
+    char norm[PL_NAME_MAX + 1];
+    if (pl_name_normalize(name, norm) != PL_NAME_OK || strcmp(norm, name) != 0) {
+        w->err = true;
+        return;
+    }
+    pl_write_u8(w, (uint8_t)n);
+    pl_write_bytes(w, name, n);
+}
+
+static void read_name(pl_reader *r, char out[PL_NAME_MAX + 1])
+{
+    uint8_t n = pl_read_u8(r);
+    out[0] = 0;
+    if (n > PL_NAME_MAX) {
+        r->err = true;
+        return;
+    }
+    pl_read_bytes(r, out, n);
+    out[n] = 0;
+    char norm[PL_NAME_MAX + 1];
+    if (r->err || memchr(out, 0, n) || pl_name_normalize(out, norm) != PL_NAME_OK || strcmp(norm, out) != 0)
+        r->err = true;
+}
+
+/* What follows the type byte, per type: a bit set per field. */
+enum { F_REQ = 1, F_STATUS = 2, F_FLAGS = 4, F_INDEX = 8, F_COUNT = 16, F_SEQ = 32, F_NAME = 64, F_RECORD = 128,
+       F_RECORD_REQUIRED = 256 };
+
+static unsigned dir_layout(uint8_t type)
+{
+    switch (type) {
+    case PL_OVL_PUBLISH: return F_REQ | F_RECORD | F_RECORD_REQUIRED;
+    case PL_OVL_PUBLISH_ACK: return F_REQ | F_STATUS | F_COUNT;
+    case PL_OVL_STORE: return F_REQ | F_FLAGS | F_RECORD | F_RECORD_REQUIRED;
+    case PL_OVL_STORE_ACK: return F_REQ | F_STATUS;
+    case PL_OVL_LOOKUP: return F_REQ | F_INDEX | F_NAME;
+    case PL_OVL_LOOKUP_REPLY: return F_REQ | F_STATUS | F_FLAGS | F_INDEX | F_COUNT | F_RECORD;
+    case PL_OVL_FETCH: return F_REQ | F_NAME;
+    case PL_OVL_FETCH_REPLY: return F_REQ | F_STATUS | F_FLAGS | F_RECORD;
+    case PL_OVL_PRESENCE: return F_FLAGS | F_NAME | F_RECORD;
+    case PL_OVL_WATCH:
+    case PL_OVL_UNWATCH: return F_NAME;
+    case PL_OVL_NOTIFY: return F_FLAGS | F_NAME | F_RECORD;
+    case PL_OVL_OFFLINE: return F_SEQ | F_NAME;
+    default: return 0;
+    }
+}
+
+size_t pl_ovl_encode_dir(uint8_t *buf, size_t cap, const pl_ovl_dir *m)
+{
+    unsigned f = dir_layout(m->type);
+    if (!f || ((f & F_STATUS) && m->status > PL_DIR_STATUS_MAX) || ((f & F_FLAGS) && (m->flags & ~PL_DIR_F_ALL)) ||
+        ((f & F_RECORD_REQUIRED) && m->record_len == 0) || (!(f & F_RECORD) && m->record_len))
+        return 0;
+    pl_writer w = pl_writer_make(buf, cap);
+    pl_write_u8(&w, m->type);
+    if (f & F_REQ) pl_write_u32(&w, m->req);
+    if (f & F_STATUS) pl_write_u8(&w, m->status);
+    if (f & F_FLAGS) pl_write_u8(&w, m->flags);
+    if (f & F_INDEX) pl_write_u8(&w, m->index);
+    if (f & F_COUNT) pl_write_u8(&w, m->count);
+    if (f & F_SEQ) pl_write_u64(&w, m->seq);
+    if (f & F_NAME) write_name(&w, m->name);
+    if ((f & F_RECORD) && m->record_len) pl_write_bytes(&w, m->record, m->record_len);
+    return finish(&w);
+}
+
+pl_ovl_err pl_ovl_decode_dir(pl_ovl_dir *m, const uint8_t *buf, size_t len)
+{
+    memset(m, 0, sizeof *m);
+    if (len == 0) return PL_OVL_ERR_MALFORMED;
+    unsigned f = dir_layout(buf[0]);
+    if (!f) return PL_OVL_ERR_MALFORMED;
+    pl_reader r = pl_reader_make(buf, len);
+    m->type = pl_read_u8(&r);
+    if (f & F_REQ) m->req = pl_read_u32(&r);
+    if (f & F_STATUS) m->status = pl_read_u8(&r);
+    if (f & F_FLAGS) m->flags = pl_read_u8(&r);
+    if (f & F_INDEX) m->index = pl_read_u8(&r);
+    if (f & F_COUNT) m->count = pl_read_u8(&r);
+    if (f & F_SEQ) m->seq = pl_read_u64(&r);
+    if (f & F_NAME) read_name(&r, m->name);
+    if (r.err) return PL_OVL_ERR_MALFORMED;
+    if (f & F_RECORD) {
+        m->record_len = pl_reader_left(&r);
+        m->record = m->record_len ? pl_read_ptr(&r, m->record_len) : NULL;
+    }
+    if (!pl_reader_done(&r) || ((f & F_STATUS) && m->status > PL_DIR_STATUS_MAX) ||
+        ((f & F_FLAGS) && (m->flags & ~PL_DIR_F_ALL)) || ((f & F_RECORD_REQUIRED) && m->record_len == 0))
+        return PL_OVL_ERR_MALFORMED;
+    return PL_OVL_OK;
+}
+
+size_t pl_ovl_encode_names(uint8_t *buf, size_t cap, const pl_ovl_names *m)
+{
+    if ((m->type != PL_OVL_SUBSCRIBE && m->type != PL_OVL_UNSUBSCRIBE) || m->n == 0 || m->n > PL_OVL_MAX_NAMES)
+        return 0;
+    pl_writer w = pl_writer_make(buf, cap);
+    pl_write_u8(&w, m->type);
+    pl_write_u8(&w, m->n);
+    for (uint8_t i = 0; i < m->n; i++) write_name(&w, m->names[i]);
+    return finish(&w);
+}
+
+pl_ovl_err pl_ovl_decode_names(pl_ovl_names *m, const uint8_t *buf, size_t len)
+{
+    memset(m, 0, sizeof *m);
+    pl_reader r = pl_reader_make(buf, len);
+    m->type = pl_read_u8(&r);
+    m->n = pl_read_u8(&r);
+    if (r.err || (m->type != PL_OVL_SUBSCRIBE && m->type != PL_OVL_UNSUBSCRIBE) || m->n == 0 ||
+        m->n > PL_OVL_MAX_NAMES)
+        return PL_OVL_ERR_MALFORMED;
+    for (uint8_t i = 0; i < m->n; i++) read_name(&r, m->names[i]);
+    return pl_reader_done(&r) ? PL_OVL_OK : PL_OVL_ERR_MALFORMED;
+}

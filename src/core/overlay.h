@@ -38,6 +38,66 @@ enum {
     PL_OVL_REDIRECT = 0x09,
 };
 
+/* The directory (docs/directory.md) and presence. */
+enum {
+    PL_OVL_PUBLISH = 0x20,      /* node -> its supernode: my record */
+    PL_OVL_PUBLISH_ACK = 0x21,  /* supernode -> node: how many replicas took it */
+    PL_OVL_STORE = 0x22,        /* supernode -> replica: keep this record */
+    PL_OVL_STORE_ACK = 0x23,
+    PL_OVL_LOOKUP = 0x24,       /* node -> its supernode: whose record is this name's? */
+    PL_OVL_LOOKUP_REPLY = 0x25,
+    PL_OVL_FETCH = 0x26,        /* supernode -> replica */
+    PL_OVL_FETCH_REPLY = 0x27,
+    PL_OVL_SUBSCRIBE = 0x30,    /* node -> its supernode: tell me about these names */
+    PL_OVL_UNSUBSCRIBE = 0x31,
+    PL_OVL_PRESENCE = 0x32,     /* supernode -> node: a watched user's record, or offline */
+    PL_OVL_WATCH = 0x33,        /* supernode -> replica: tell me when this record changes */
+    PL_OVL_UNWATCH = 0x34,
+    PL_OVL_NOTIFY = 0x35,       /* replica -> watching supernode */
+    PL_OVL_OFFLINE = 0x36,      /* a user's supernode -> replicas: it lost the user */
+};
+
+/* Status codes of the directory's replies. */
+enum {
+    PL_DIR_OK = 0,
+    PL_DIR_NOT_FOUND = 1,   /* no record for the name */
+    PL_DIR_REFUSED = 2,     /* the record does not verify, or is not the sender's */
+    PL_DIR_STALE = 3,       /* a newer record is held */
+    PL_DIR_UNREACHABLE = 4, /* no replica answered */
+    PL_DIR_NOT_REPLICA = 5, /* asked a supernode that does not hold the name */
+    PL_DIR_BAD_NAME = 6,
+    PL_DIR_BUSY = 7,        /* too many requests in flight */
+};
+#define PL_DIR_STATUS_MAX PL_DIR_BUSY
+
+/* Directory flags. */
+#define PL_DIR_F_OFFLINE 0x01u  /* the user's supernode lost it (NOTIFY, PRESENCE, replies) */
+#define PL_DIR_F_HANDOVER 0x02u /* STORE: a replica passing a record on, not a fresh publish */
+#define PL_DIR_F_ALL (PL_DIR_F_OFFLINE | PL_DIR_F_HANDOVER)
+
+/* One structure for every directory and presence message but SUBSCRIBE;
+ * which fields travel depends on the type (docs/directory.md). record
+ * points into the decoded message and is not decoded here. */
+typedef struct pl_ovl_dir {
+    uint8_t type;
+    uint32_t req;
+    uint8_t status;
+    uint8_t flags;
+    uint8_t index; /* LOOKUP: replicas to skip; LOOKUP_REPLY: which replica answered */
+    uint8_t count; /* PUBLISH_ACK: replicas that stored; LOOKUP_REPLY: replicas in all */
+    uint64_t seq;  /* OFFLINE: the sequence number of the record it ends */
+    char name[PL_NAME_MAX + 1];
+    const uint8_t *record;
+    size_t record_len;
+} pl_ovl_dir;
+
+#define PL_OVL_MAX_NAMES 32 /* names in one SUBSCRIBE */
+typedef struct pl_ovl_names {
+    uint8_t type; /* SUBSCRIBE or UNSUBSCRIBE */
+    uint8_t n;
+    char names[PL_OVL_MAX_NAMES][PL_NAME_MAX + 1];
+} pl_ovl_names;
+
 #define PL_OVL_VERSION 1
 #define PL_OVL_MAX_PEERS 16 /* supernodes listed in one message */
 
@@ -131,5 +191,12 @@ size_t pl_ovl_encode_detach(uint8_t *buf, size_t cap);
 pl_ovl_err pl_ovl_decode_detach(const uint8_t *buf, size_t len);
 size_t pl_ovl_encode_redirect(uint8_t *buf, size_t cap, const pl_ovl_redirect *m);
 pl_ovl_err pl_ovl_decode_redirect(pl_ovl_redirect *m, const uint8_t *buf, size_t len);
+
+/* Directory and presence messages. Names travel as a length and the name as
+ * pl_name_normalize writes it; anything else is malformed. */
+size_t pl_ovl_encode_dir(uint8_t *buf, size_t cap, const pl_ovl_dir *m);
+pl_ovl_err pl_ovl_decode_dir(pl_ovl_dir *m, const uint8_t *buf, size_t len);
+size_t pl_ovl_encode_names(uint8_t *buf, size_t cap, const pl_ovl_names *m);
+pl_ovl_err pl_ovl_decode_names(pl_ovl_names *m, const uint8_t *buf, size_t len);
 
 #endif
