@@ -120,16 +120,27 @@ typedef enum pl_record_err {
  * refuse, so every encoded record decodes back to itself. */
 pl_record_err pl_record_encode(const pl_record *r, uint8_t *buf, size_t cap, size_t *out_len);
 /* Structural decoding: layout, ranges, canonical order, certificate layout.
- * No signature, certificate or time is checked here. */
+ * No signature, certificate or time is checked here. Every refusal is
+ * PL_RECORD_ERR_MALFORMED (an unknown version, an address with port 0 and a
+ * certificate that does not decode included). */
 pl_record_err pl_record_decode(pl_record *r, const uint8_t *buf, size_t len);
-/* Puts the candidates into canonical order, for builders of records. */
+/* Put the candidates (highest priority first, then by type, transport,
+ * family, port and address bytes) and the supernodes (ascending by pk) into
+ * canonical order, for builders of records. Duplicates stay duplicates, and
+ * encode refuses them. */
 void pl_record_sort_candidates(pl_record *r);
+void pl_record_sort_supernodes(pl_record *r);
 /* Embeds the certificate (which must carry id's key) and signs. The caller
- * fills every other field first. */
+ * fills every other field first. A certificate that does not decode is
+ * PL_RECORD_ERR_CERT; one for another key PL_RECORD_ERR_WRONG_KEY; fields
+ * the decoder would refuse PL_RECORD_ERR_MALFORMED. */
 pl_record_err pl_record_sign(pl_record *r, const pl_identity *id, const uint8_t *cert, size_t cert_len);
-/* Checks the certificate against the pinned CA and the CRL (may be NULL) at
- * now_s, the name when expected_name is not NULL, the user's signature, and
- * freshness. On PL_RECORD_ERR_CERT, *cert_err (if not NULL) says why. */
+/* Checks the certificate against the pinned CA and the CRL (may be NULL; the
+ * caller has verified it) at now_s, the name when expected_name is not NULL
+ * (any case), the user's signature, and freshness, in that order, returning
+ * the first failure. On PL_RECORD_ERR_CERT, *cert_err (if not NULL) says why.
+ * The certificate is taken from cert_bytes (what the signature covers), not
+ * from r->cert. */
 pl_record_err pl_record_verify(const pl_record *r, const uint8_t ca_pk[32], const pl_crl *crl, uint64_t now_s,
                                const char *expected_name, pl_cert_err *cert_err);
 /* Orders two records of one user (same key and name): *order > 0 when a is
@@ -149,7 +160,11 @@ typedef enum pl_record_offer {
  * candidate must verify; of one user's records an older one never replaces
  * a newer one, even after the newer one expired. A record under a different
  * key (the user re-registered) replaces the current one only once that no
- * longer verifies (expired, or its certificate expired or was revoked). */
+ * longer verifies (expired, or its certificate expired or was revoked).
+ * A current record that does not decode is replaced. *why (may be NULL)
+ * says why on REFUSE: the candidate's decode or verify error, STALE,
+ * CONFLICT (the first record seen is kept), or OTHER_USER (the slot's
+ * current holder still verifies); it is PL_RECORD_OK otherwise. */
 pl_record_offer pl_record_slot_offer(const uint8_t *current, size_t current_len, const uint8_t *candidate,
                                      size_t candidate_len, const uint8_t ca_pk[32], const pl_crl *crl,
                                      uint64_t now_s, const char *expected_name, pl_record_err *why);
