@@ -126,7 +126,7 @@ static size_t raw_encode(const pl_record *r, uint8_t *buf, size_t cap)
     pl_write_u8(&w, r->nat_flags);
     pl_write_u8(&w, r->n_supernodes);
     pl_write_u8(&w, r->n_candidates);
-    pl_write_u8(&w, 0);
+    pl_write_u8(&w, r->presence);
     pl_write_u32(&w, r->capabilities);
     pl_write_u64(&w, r->sequence);
     pl_write_u64(&w, r->issued_at);
@@ -142,6 +142,8 @@ static size_t raw_encode(const pl_record *r, uint8_t *buf, size_t cap)
         pl_write_u32(&w, r->candidates[i].priority);
         raw_addr(&w, &r->candidates[i].addr);
     }
+    pl_write_u8(&w, r->status_len);
+    pl_write_bytes(&w, r->status, r->status_len < sizeof r->status ? r->status_len : sizeof r->status);
     pl_write_bytes(&w, r->cert_bytes, r->cert_len);
     pl_write_bytes(&w, r->sig, 64);
     if (w.err) abort();
@@ -178,8 +180,8 @@ static void a_record_round_trips_byte_for_byte(void)
     uint8_t buf[PL_RECORD_MAX_SIZE], buf2[PL_RECORD_MAX_SIZE], raw[PL_RECORD_MAX_SIZE];
     size_t n = encode(&r, buf);
     /* 38 header + supernodes (32+7, 32+19) + candidates (6+19, 3 x 6+7)
-     * + certificate (172 + "alice") + signature. */
-    CHECK_EQ(n, 38 + 39 + 51 + 25 + 3 * 13 + (PL_CERT_FIXED_SIZE + 5) + 64);
+     * + an empty status (1) + certificate (172 + "alice") + signature. */
+    CHECK_EQ(n, 38 + 39 + 51 + 25 + 3 * 13 + 1 + (PL_CERT_FIXED_SIZE + 5) + 64);
     CHECK(n <= PL_RECORD_MAX_SIZE);
     /* The encoder writes exactly the documented layout. */
     CHECK_EQ(raw_encode(&r, raw, sizeof raw), n);
@@ -196,6 +198,21 @@ static void a_record_round_trips_byte_for_byte(void)
     size_t n2 = encode(&back, buf2);
     CHECK(n2 == n && memcmp(buf, buf2, n) == 0);
     CHECK_EQ(back.sequence, 7);
+    CHECK_EQ(back.presence, PL_PRESENCE_ONLINE);
+    CHECK_EQ(back.status_len, 0);
+    /* Away, with a status text (UTF-8 allowed), is signed like the rest. */
+    pl_record away = r;
+    away.presence = PL_PRESENCE_AWAY;
+    const char *text = "in a meeting \xe2\x80\x94 back at 3";
+    away.status_len = (uint8_t)strlen(text);
+    memcpy(away.status, text, away.status_len + 1);
+    CHECK_EQ(pl_record_sign(&away, &alice.id, alice.cert_bytes, alice.cert_len), PL_RECORD_OK);
+    n2 = encode(&away, buf2);
+    CHECK_EQ(n2, n + away.status_len);
+    CHECK_EQ(raw_encode(&away, raw, sizeof raw), n2);
+    CHECK(memcmp(raw, buf2, n2) == 0);
+    CHECK_EQ(pl_record_decode(&back, buf2, n2), PL_RECORD_OK);
+    CHECK(back.presence == PL_PRESENCE_AWAY && strcmp(back.status, text) == 0);
     CHECK_EQ(back.n_supernodes, 2);
     CHECK(pl_addr_equal(&back.supernodes[0].addr, &r.supernodes[0].addr));
     CHECK(pl_addr_equal(&back.supernodes[1].addr, &r.supernodes[1].addr));
@@ -232,7 +249,7 @@ static void a_privacy_mode_record_names_only_supernodes(void)
     CHECK_EQ(pl_record_sign(&r, &alice.id, alice.cert_bytes, alice.cert_len), PL_RECORD_OK);
     uint8_t buf[PL_RECORD_MAX_SIZE], buf2[PL_RECORD_MAX_SIZE];
     size_t n = encode(&r, buf);
-    CHECK_EQ(n, 38 + 39 + 51 + PL_CERT_FIXED_SIZE + 5 + 64);
+    CHECK_EQ(n, 38 + 39 + 51 + 1 + PL_CERT_FIXED_SIZE + 5 + 64);
     CHECK_EQ(pl_record_decode(&back, buf, n), PL_RECORD_OK);
     CHECK(back.flags & PL_RECORD_F_PRIVATE);
     CHECK_EQ(back.n_candidates, 0);
@@ -287,12 +304,21 @@ static void the_decoder_refuses_bad_header_fields(void)
     r = good, r.nat_flags = 0x02;
     CHECK(refused_both_ways(&r));
 
-    /* The reserved byte must be zero, and counts above the maxima are
-     * refused before anything is read into the arrays. */
+    /* Presence is online or away; the status text is short and has no
+     * control characters. */
+    r = good, r.presence = PL_PRESENCE_MAX + 1;
+    CHECK(refused_both_ways(&r));
+    r = good, r.status_len = 4, memcpy(r.status, "ok\x1b[", 4), r.status[4] = 0;
+    CHECK(refused_both_ways(&r));
+    r = good, r.status_len = 3, memcpy(r.status, "ok\x7f", 3), r.status[3] = 0;
+    CHECK(refused_both_ways(&r));
+
+    /* Counts above the maxima are refused before anything is read into the
+     * arrays. */
     uint8_t buf[PL_RECORD_MAX_SIZE + 64];
     size_t n = encode(&good, buf);
     pl_record back;
-    buf[7] = 1;
+    buf[7] = PL_PRESENCE_MAX + 1;
     CHECK_EQ(pl_record_decode(&back, buf, n), PL_RECORD_ERR_MALFORMED);
     buf[7] = 0;
     buf[5] = PL_RECORD_MAX_SUPERNODES + 1;

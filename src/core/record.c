@@ -4,12 +4,13 @@
  * Layout (big-endian; section 1 of docs/directory.md has the full table):
  *   header (38 bytes)
  *     0 version u8 | 1 flags u8 | 2 nat_mapping u8 | 3 nat_filtering u8
- *     4 nat_flags u8 | 5 n_supernodes u8 | 6 n_candidates u8 | 7 zero u8
+ *     4 nat_flags u8 | 5 n_supernodes u8 | 6 n_candidates u8 | 7 presence u8
  *     8 capabilities u32 | 12 sequence u64 | 20 issued_at u64
  *     28 expires_at u64 | 36 cert_len u16
  *   n_supernodes x (pk[32], address)             ascending by pk
  *   n_candidates x (type u8, transport u8, priority u32, address)
  *                                                 canonical order
+ *   status_len u8, status[status_len]             UTF-8, no control characters
  *   certificate[cert_len]                         as pl_cert_encode writes it
  *   signature[64]  Ed25519 by the certificate's key over
  *                  "parley-record-v1" || every byte before the signature
@@ -93,6 +94,12 @@ static bool check_fields(const pl_record *r)
     if (r->nat_mapping > PL_NAT_BEHAVIOUR_MAX || r->nat_filtering > PL_NAT_BEHAVIOUR_MAX) return false;
     if (r->nat_flags & ~PL_NAT_F_ALL) return false;
     if (r->n_supernodes > PL_RECORD_MAX_SUPERNODES || r->n_candidates > PL_RECORD_MAX_CANDIDATES) return false;
+    if (r->presence > PL_PRESENCE_MAX || r->status_len > PL_RECORD_STATUS_MAX) return false;
+    /* Status text is shown to people: no control characters (which could
+     * rewrite a terminal), and the terminator where the length says. */
+    for (size_t i = 0; i < r->status_len; i++)
+        if ((uint8_t)r->status[i] < 0x20 || (uint8_t)r->status[i] == 0x7f) return false;
+    if (r->status[r->status_len] != 0) return false;
     /* Privacy mode publishes no address of the user: only its supernodes. */
     if ((r->flags & PL_RECORD_F_PRIVATE) && r->n_candidates != 0) return false;
     if (r->expires_at <= r->issued_at || r->expires_at - r->issued_at > PL_RECORD_MAX_LIFETIME) return false;
@@ -128,7 +135,7 @@ static void write_body(pl_writer *w, const pl_record *r)
     pl_write_u8(w, r->nat_flags);
     pl_write_u8(w, r->n_supernodes);
     pl_write_u8(w, r->n_candidates);
-    pl_write_u8(w, 0);
+    pl_write_u8(w, r->presence);
     pl_write_u32(w, r->capabilities);
     pl_write_u64(w, r->sequence);
     pl_write_u64(w, r->issued_at);
@@ -145,6 +152,8 @@ static void write_body(pl_writer *w, const pl_record *r)
         pl_write_u32(w, c->priority);
         pl_write_addr(w, &c->addr);
     }
+    pl_write_u8(w, r->status_len);
+    pl_write_bytes(w, r->status, r->status_len);
     pl_write_bytes(w, r->cert_bytes, r->cert_len);
 }
 
@@ -194,14 +203,14 @@ pl_record_err pl_record_decode(pl_record *r, const uint8_t *buf, size_t len)
     r->nat_flags = pl_read_u8(&rd);
     r->n_supernodes = pl_read_u8(&rd);
     r->n_candidates = pl_read_u8(&rd);
-    uint8_t pad = pl_read_u8(&rd);
+    r->presence = pl_read_u8(&rd);
     r->capabilities = pl_read_u32(&rd);
     r->sequence = pl_read_u64(&rd);
     r->issued_at = pl_read_u64(&rd);
     r->expires_at = pl_read_u64(&rd);
     r->cert_len = pl_read_u16(&rd);
     /* The counts bound the arrays below: check them before using them. */
-    if (rd.err || pad != 0 || r->n_supernodes > PL_RECORD_MAX_SUPERNODES ||
+    if (rd.err || r->n_supernodes > PL_RECORD_MAX_SUPERNODES ||
         r->n_candidates > PL_RECORD_MAX_CANDIDATES || r->cert_len > PL_CERT_MAX_SIZE)
         return PL_RECORD_ERR_MALFORMED;
     for (size_t i = 0; i < r->n_supernodes; i++) {
@@ -215,6 +224,10 @@ pl_record_err pl_record_decode(pl_record *r, const uint8_t *buf, size_t len)
         c->priority = pl_read_u32(&rd);
         if (!read_addr(&rd, &c->addr)) return PL_RECORD_ERR_MALFORMED;
     }
+    r->status_len = pl_read_u8(&rd);
+    if (r->status_len > PL_RECORD_STATUS_MAX) return PL_RECORD_ERR_MALFORMED;
+    pl_read_bytes(&rd, r->status, r->status_len);
+    r->status[r->status_len] = 0;
     pl_read_bytes(&rd, r->cert_bytes, r->cert_len);
     pl_read_bytes(&rd, r->sig, PL_RECORD_SIG_SIZE);
     if (!pl_reader_done(&rd) || !check_fields(r)) return PL_RECORD_ERR_MALFORMED;

@@ -32,6 +32,14 @@
 #define PL_RECORD_F_PRIVATE 0x01u /* privacy mode: no addresses published */
 #define PL_RECORD_F_ALL PL_RECORD_F_PRIVATE
 
+/* Presence, as the user publishes it. "Offline" is not published: it is
+ * what readers conclude when the user's supernode reports it lost, or the
+ * record expires. */
+enum { PL_PRESENCE_ONLINE = 0, PL_PRESENCE_AWAY = 1 };
+#define PL_PRESENCE_MAX PL_PRESENCE_AWAY
+/* A status text ("in a meeting"): UTF-8 bytes, no control characters. */
+#define PL_RECORD_STATUS_MAX 64
+
 /* NAT behaviour in RFC 4787 terms, for mapping and for filtering alike. */
 typedef enum pl_nat_behaviour {
     PL_NAT_UNKNOWN = 0,
@@ -67,7 +75,7 @@ enum { PL_TRANSPORT_UDP = 1, PL_TRANSPORT_TCP = 2 };
 #define PL_RECORD_SIG_SIZE 64
 #define PL_RECORD_MAX_SIZE                                                                          \
     (PL_RECORD_HEADER_SIZE + PL_CERT_MAX_SIZE + PL_RECORD_MAX_SUPERNODES * PL_RECORD_SUPERNODE_MAX + \
-     PL_RECORD_MAX_CANDIDATES * PL_RECORD_CANDIDATE_MAX + PL_RECORD_SIG_SIZE)
+     PL_RECORD_MAX_CANDIDATES * PL_RECORD_CANDIDATE_MAX + 1 + PL_RECORD_STATUS_MAX + PL_RECORD_SIG_SIZE)
 
 typedef struct pl_record_supernode {
     pl_addr addr;
@@ -89,6 +97,9 @@ typedef struct pl_record {
     uint8_t nat_flags;     /* PL_NAT_F_* */
     uint8_t n_supernodes;
     uint8_t n_candidates;
+    uint8_t presence;      /* PL_PRESENCE_* */
+    uint8_t status_len;
+    char status[PL_RECORD_STATUS_MAX + 1]; /* status_len bytes, then a terminator */
     uint32_t capabilities; /* PL_CAP_* */
     uint64_t sequence;
     uint64_t issued_at;  /* Unix seconds */
