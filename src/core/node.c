@@ -59,6 +59,10 @@ struct pl_node {
     pl_time next_attempt;
 
     uint32_t attaches, losses;
+
+    pl_dirc *dirc; /* NULL without a certificate: attach only */
+    pl_addr host_addrs[PL_NODE_MAX_HOST_ADDRS];
+    uint8_t n_host_addrs;
 };
 
 /* ---- events ------------------------------------------------------------------------- */
@@ -66,8 +70,58 @@ struct pl_node {
 static void emit(pl_node *n, pl_node_event_type type, const pl_ovl_peer *sn, uint8_t refusal, pl_time now)
 {
     if (!n->io.event) return;
-    pl_node_event ev = {type, sn, refusal, &n->observed, now};
+    pl_node_event ev = {type, sn, refusal, &n->observed, NULL, now};
     n->io.event(n->io.ctx, &ev);
+}
+
+/* ---- the directory client's wiring ------------------------------------------------------ */
+
+static bool dirc_send(void *ctx, const uint8_t *msg, size_t len, pl_time now)
+{
+    pl_node *n = ctx;
+    if (n->state != PL_NODE_ATTACHED) return false;
+    pl_addr to = n->sn.addr;
+    to.transport = n->sn_tcp ? PL_ADDR_TCP : PL_ADDR_UDP;
+    return n->io.send(n->io.ctx, n->sn.pk, &to, msg, len, now);
+}
+
+static void dirc_event(void *ctx, const pl_dirc_event *dev)
+{
+    pl_node *n = ctx;
+    if (!n->io.event) return;
+    pl_node_event ev = {PL_NODE_EV_DIRECTORY, &n->sn, 0, &n->observed, dev, dev->now};
+    n->io.event(n->io.ctx, &ev);
+}
+
+/* What the node's record says: its supernode, and where it can be reached
+ * (unless the user chose location privacy). */
+static void where_now(const pl_node *n, pl_dirc_where *w)
+{
+    memset(w, 0, sizeof *w);
+    w->n_supernodes = 1;
+    memcpy(w->supernodes[0].pk, n->sn.pk, 32);
+    w->supernodes[0].addr = n->sn.addr;
+    w->supernodes[0].addr.transport = PL_ADDR_UDP;
+    w->private_mode = (n->attach.flags & PL_OVL_ATTACH_F_PRIVATE) != 0;
+    w->capabilities = n->attach.capabilities;
+    if (w->private_mode) return;
+    if (!n->sn_tcp && n->observed.family) {
+        pl_record_candidate *c = &w->candidates[w->n_candidates++];
+        c->type = PL_CAND_SERVER_REFLEXIVE;
+        c->transport = PL_TRANSPORT_UDP;
+        c->priority = 100;
+        c->addr = n->observed;
+        c->addr.transport = PL_ADDR_UDP;
+    }
+    for (uint8_t i = 0; i < n->n_host_addrs && w->n_candidates < PL_RECORD_MAX_CANDIDATES; i++) {
+        if (w->n_candidates && pl_addr_equal(&n->host_addrs[i], &w->candidates[0].addr)) continue;
+        pl_record_candidate *c = &w->candidates[w->n_candidates++];
+        c->type = PL_CAND_HOST;
+        c->transport = PL_TRANSPORT_UDP;
+        c->priority = 200;
+        c->addr = n->host_addrs[i];
+        c->addr.transport = PL_ADDR_UDP;
+    }
 }
 
 static bool send_to(pl_node *n, const pl_ovl_peer *peer, bool tcp, const uint8_t *msg, size_t len, pl_time now)
@@ -256,6 +310,11 @@ static void attached(pl_node *n, const pl_ovl_attach_ok *ok, pl_time now)
     for (uint8_t i = 0; i < n->n_standby; i++) learn_host(n, &n->standby[i]);
     emit(n, PL_NODE_EV_ATTACHED, &n->sn, 0, now);
     emit(n, PL_NODE_EV_HOSTS, &n->sn, 0, now);
+    if (n->dirc) {
+        pl_dirc_where w;
+        where_now(n, &w);
+        pl_dirc_attached(n->dirc, &w, now);
+    }
 }
 
 static void lost(pl_node *n, pl_time now)
@@ -263,6 +322,7 @@ static void lost(pl_node *n, pl_time now)
     pl_ovl_peer gone = n->sn;
     n->losses++;
     n->state = PL_NODE_ATTACHING;
+    if (n->dirc) pl_dirc_detached(n->dirc);
     host_result(n, &gone, false, now);
     close_peer(n, gone.pk, now);
     emit(n, PL_NODE_EV_LOST, &gone, 0, now);
@@ -341,9 +401,14 @@ bool pl_node_message(pl_node *n, const uint8_t pk[32], const pl_addr *from, cons
         if (n->ka_tries == 0 || seq - n->ka_first_seq > n->ka_seq - n->ka_first_seq) return true;
         n->ka_tries = 0;
         n->ka_due = now + (pl_time)n->keepalive_s * PL_SEC;
-        if (!pl_addr_equal(&seen, &n->observed)) {
+        if (seen.family && !pl_addr_equal(&seen, &n->observed)) {
             n->observed = seen;
             emit(n, PL_NODE_EV_ADDRESS, &n->sn, 0, now);
+            if (n->dirc) {
+                pl_dirc_where w;
+                where_now(n, &w);
+                pl_dirc_update(n->dirc, &w, now);
+            }
         }
         return true;
     }
@@ -358,10 +423,13 @@ bool pl_node_message(pl_node *n, const uint8_t pk[32], const pl_addr *from, cons
         /* Leaving on request is not a failure of that supernode. */
         close_peer(n, n->sn.pk, now);
         n->state = PL_NODE_ATTACHING;
+        if (n->dirc) pl_dirc_detached(n->dirc);
         start_round(n, now);
         return true;
     }
-    default: return false;
+    default:
+        if (n->dirc && from_supernode(n, pk)) return pl_dirc_message(n->dirc, msg, len, now);
+        return false;
     }
 }
 
@@ -383,6 +451,7 @@ void pl_node_unreachable(pl_node *n, const pl_addr *addr, pl_time now)
 
 void pl_node_tick(pl_node *n, pl_time now)
 {
+    if (n->dirc) pl_dirc_tick(n->dirc, now);
     switch (n->state) {
     case PL_NODE_ATTACHING:
         if (now >= n->attempt_deadline) attempt_failed(n, now);
@@ -402,7 +471,7 @@ void pl_node_tick(pl_node *n, pl_time now)
     }
 }
 
-pl_time pl_node_next_timeout(const pl_node *n)
+static pl_time state_timeout(const pl_node *n)
 {
     switch (n->state) {
     case PL_NODE_ATTACHING: return n->attempt_deadline;
@@ -411,6 +480,16 @@ pl_time pl_node_next_timeout(const pl_node *n)
     case PL_NODE_IDLE: break;
     }
     return PL_TIME_NEVER;
+}
+
+pl_time pl_node_next_timeout(const pl_node *n)
+{
+    pl_time t = state_timeout(n);
+    if (n->dirc) {
+        pl_time d = pl_dirc_next_timeout(n->dirc);
+        if (d < t) t = d;
+    }
+    return t;
 }
 
 /* ---- set-up and queries ------------------------------------------------------------------------ */
@@ -441,6 +520,19 @@ pl_node_err pl_node_new(pl_node **out, const pl_node_config *cfg, const pl_node_
     n->attach.version = PL_OVL_VERSION;
     n->attach.flags &= PL_OVL_ATTACH_F_ALL;
     for (size_t i = 0; i < cfg->n_bootstrap; i++) n->bootstrap[n->n_bootstrap++] = cfg->bootstrap[i];
+    n->n_host_addrs = cfg->n_host_addrs < PL_NODE_MAX_HOST_ADDRS ? cfg->n_host_addrs : PL_NODE_MAX_HOST_ADDRS;
+    memcpy(n->host_addrs, cfg->host_addrs, sizeof n->host_addrs);
+    /* Without a certificate the node can attach but not publish. */
+    if (cfg->cert && cfg->cert_len) {
+        pl_dirc_config dc = {.identity = cfg->identity, .cert = cfg->cert, .cert_len = cfg->cert_len,
+                             .rng = cfg->rng, .mem = mem};
+        memcpy(dc.ca_pk, cfg->ca_pk, 32);
+        pl_dirc_io dio = {n, dirc_send, dirc_event};
+        if (pl_dirc_new(&n->dirc, &dc, &dio) != PL_DIRC_OK) {
+            pl_node_free(n);
+            return PL_NODE_ERR_NOMEM;
+        }
+    }
     *out = n;
     return PL_NODE_OK;
 }
@@ -451,6 +543,7 @@ void pl_node_free(pl_node *n)
     const pl_mem *mem = n->mem;
     if (n->bootstrap) mem->free(mem->ctx, n->bootstrap);
     if (n->hosts) mem->free(mem->ctx, n->hosts);
+    pl_dirc_free(n->dirc);
     sodium_memzero(n, sizeof *n);
     mem->free(mem->ctx, n);
 }
@@ -472,6 +565,8 @@ void pl_node_stop(pl_node *n, pl_time now)
     }
     n->state = PL_NODE_IDLE;
 }
+
+pl_dirc *pl_node_directory(pl_node *n) { return n->dirc; }
 
 pl_node_status pl_node_get_status(const pl_node *n)
 {

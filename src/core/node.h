@@ -21,6 +21,7 @@
 #ifndef PL_NODE_H
 #define PL_NODE_H
 
+#include "dirclient.h"
 #include "overlay.h"
 #include "parley.h"
 
@@ -39,6 +40,7 @@ typedef enum pl_node_event_type {
     PL_NODE_EV_REFUSED,      /* a supernode refused us (reason in ev->refusal) */
     PL_NODE_EV_ADDRESS,      /* the address the supernode sees for us changed */
     PL_NODE_EV_HOSTS,        /* the host cache changed: a good time to save it */
+    PL_NODE_EV_DIRECTORY,    /* ev->dir: a publish answered, a look-up done, presence news */
 } pl_node_event_type;
 
 typedef struct pl_node_event {
@@ -46,6 +48,7 @@ typedef struct pl_node_event {
     const pl_ovl_peer *supernode; /* ATTACHED, LOST, REFUSED */
     uint8_t refusal;              /* REFUSED: pl_ovl_refusal */
     const pl_addr *observed;      /* ATTACHED, ADDRESS */
+    const pl_dirc_event *dir;     /* DIRECTORY */
     pl_time now;
 } pl_node_event;
 
@@ -73,8 +76,17 @@ typedef struct pl_node_io {
 #define PL_NODE_BACKOFF_FIRST (1 * PL_SEC)
 #define PL_NODE_BACKOFF_MAX (60 * PL_SEC)
 
+#define PL_NODE_MAX_HOST_ADDRS 4
+
 typedef struct pl_node_config {
-    const pl_identity *identity; /* copied; signs attach proofs */
+    const pl_identity *identity; /* copied; signs attach proofs and records */
+    const uint8_t *cert;         /* own certificate, encoded (for the record) */
+    size_t cert_len;
+    uint8_t ca_pk[32];           /* checks the records of others */
+    /* The node's own addresses (host candidates in its record); the
+     * address its supernode sees is added as server-reflexive. */
+    pl_addr host_addrs[PL_NODE_MAX_HOST_ADDRS];
+    uint8_t n_host_addrs;
     const pl_rng *rng;
     const pl_mem *mem;           /* NULL: the C heap */
     const pl_ovl_peer *bootstrap;
@@ -132,6 +144,8 @@ void pl_node_tick(pl_node *node, pl_time now);
 pl_time pl_node_next_timeout(const pl_node *node);
 
 pl_node_status pl_node_get_status(const pl_node *node);
+/* The directory client: look-ups, subscriptions, presence (dirclient.h). */
+pl_dirc *pl_node_directory(pl_node *node);
 /* The host cache, best first; returns how many were written. */
 size_t pl_node_hosts(const pl_node *node, pl_node_host *out, size_t max);
 /* Adds or refreshes an entry (loading a saved cache). */

@@ -180,7 +180,7 @@ size_t pl_ovl_encode_keepalive_ack(uint8_t *buf, size_t cap, uint32_t seq, const
     pl_writer w = pl_writer_make(buf, cap);
     pl_write_u8(&w, PL_OVL_KEEPALIVE_ACK);
     pl_write_u32(&w, seq);
-    pl_write_addr(&w, observed);
+    if (observed) pl_write_addr(&w, observed);
     return finish(&w);
 }
 
@@ -189,7 +189,8 @@ pl_ovl_err pl_ovl_decode_keepalive_ack(uint32_t *seq, pl_addr *observed, const u
     pl_reader r;
     if (!begin(&r, buf, len, PL_OVL_KEEPALIVE_ACK)) return PL_OVL_ERR_MALFORMED;
     *seq = pl_read_u32(&r);
-    pl_read_addr(&r, observed);
+    memset(observed, 0, sizeof *observed);
+    if (pl_reader_left(&r)) pl_read_addr(&r, observed);
     return pl_reader_done(&r) ? PL_OVL_OK : PL_OVL_ERR_MALFORMED;
 }
 

@@ -185,6 +185,8 @@ size_t pl_ovl_encode_refused(uint8_t *buf, size_t cap, const pl_ovl_refused *m);
 pl_ovl_err pl_ovl_decode_refused(pl_ovl_refused *m, const uint8_t *buf, size_t len);
 size_t pl_ovl_encode_keepalive(uint8_t *buf, size_t cap, uint32_t seq);
 pl_ovl_err pl_ovl_decode_keepalive(uint32_t *seq, const uint8_t *buf, size_t len);
+/* The observed address travels only when it changed since the supernode
+ * last told it (observed NULL); decoding leaves family 0 then. */
 size_t pl_ovl_encode_keepalive_ack(uint8_t *buf, size_t cap, uint32_t seq, const pl_addr *observed);
 pl_ovl_err pl_ovl_decode_keepalive_ack(uint32_t *seq, pl_addr *observed, const uint8_t *buf, size_t len);
 size_t pl_ovl_encode_detach(uint8_t *buf, size_t cap);

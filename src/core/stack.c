@@ -160,7 +160,14 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
         if (le) err = le == PL_LINK_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
     }
     if (!err && cfg->role == PL_ROLE_NODE) {
+        static const uint8_t any[16];
+        bool wildcard = cfg->self_addr.family == PL_AF_NONE ||
+                        memcmp(cfg->self_addr.ip, any, cfg->self_addr.family == PL_AF_INET4 ? 4 : 16) == 0;
         pl_node_config nc = {.identity = cfg->identity,
+                             .cert = cfg->cert,
+                             .cert_len = cfg->cert_len,
+                             .n_host_addrs = wildcard ? 0 : 1,
+                             .host_addrs = {cfg->self_addr},
                              .rng = cfg->rng,
                              .mem = mem,
                              .bootstrap = cfg->bootstrap,
@@ -168,16 +175,21 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                              .no_tcp = cfg->no_tcp,
                              .no_udp = cfg->no_udp,
                              .attach = cfg->attach};
+        memcpy(nc.ca_pk, cfg->ca_pk, 32);
         pl_node_io nio = {st, core_send, core_close, node_event};
         pl_node_err ne = pl_node_new(&st->node, &nc, &nio);
         if (ne) err = ne == PL_NODE_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
     }
     if (!err && cfg->role == PL_ROLE_SUPERNODE) {
         pl_super_config sc = {.identity = cfg->identity,
+                              .self_addr = cfg->self_addr,
+                              .replicas = cfg->replicas,
+                              .vpoints = cfg->vpoints,
                               .rng = cfg->rng,
                               .mem = mem,
                               .max_clients = cfg->max_clients,
                               .keepalive_s = cfg->keepalive_s};
+        memcpy(sc.ca_pk, cfg->ca_pk, 32);
         pl_super_io sio = {st, core_send, core_close, super_event};
         pl_super_err se = pl_super_new(&st->super, &sc, &sio);
         if (se) err = se == PL_SUPER_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;

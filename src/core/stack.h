@@ -60,6 +60,8 @@ typedef struct pl_stack_config {
     pl_role role;
     bool external_transport; /* the simulator at scale; see above */
     uint32_t max_peers;      /* sessions; 0: 1024 for a node, max_clients + 4096 for a supernode */
+    pl_addr self_addr;       /* where this process listens (a node's host candidate,
+                                a supernode's address in membership) */
     /* node role */
     const pl_ovl_peer *bootstrap;
     size_t n_bootstrap;
@@ -68,6 +70,8 @@ typedef struct pl_stack_config {
     /* supernode role */
     uint32_t max_clients;
     uint16_t keepalive_s;
+    uint8_t replicas;        /* 0: 3 */
+    unsigned vpoints;        /* 0: the ring's default */
 } pl_stack_config;
 
 typedef enum pl_stack_err {

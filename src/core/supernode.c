@@ -27,6 +27,7 @@ typedef struct client {
     pl_time since;      /* challenged or attached at */
     pl_time last_heard;
     pl_ovl_attach hello;
+    pl_addr told;       /* the address last told to the client */
 } client;
 
 struct pl_super {
@@ -52,6 +53,7 @@ struct pl_super {
     pl_ovl_peer redirects[PL_OVL_MAX_PEERS];
     uint8_t n_redirects;
 
+    pl_dir *dir;
     pl_super_stats stats;
 };
 
@@ -201,8 +203,13 @@ static void on_proof(pl_super *s, const uint8_t pk[32], const pl_cert *cert, con
     ok.keepalive_s = s->keepalive_s;
     ok.observed = *from;
     ok.observed.transport = PL_ADDR_UDP;
-    for (uint8_t i = 0; i < s->n_standby; i++)
+    /* Standbys: the ring's choice for this client when membership is
+     * known, so that the clients of a lost supernode spread out; else the
+     * configured ones. */
+    ok.n_standby = (uint8_t)pl_dir_standby_for(s->dir, pk, ok.standby, 2);
+    for (uint8_t i = 0; i < s->n_standby && ok.n_standby == 0; i++)
         if (memcmp(s->standby[i].pk, pk, 32) != 0) ok.standby[ok.n_standby++] = s->standby[i];
+    c->told = ok.observed;
     for (uint8_t i = 0; i < s->n_hosts; i++)
         if (memcmp(s->hosts[i].pk, pk, 32) != 0) ok.hosts[ok.n_hosts++] = s->hosts[i];
     uint8_t out[16 + 18 * 52 + 32];
@@ -226,8 +233,12 @@ bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
         c->addr = *from;
         pl_addr seen = *from;
         seen.transport = PL_ADDR_UDP;
+        /* The address only when it changed: keepalives are most of an idle
+         * node's traffic. */
+        bool moved = !pl_addr_equal(&seen, &c->told);
+        c->told = seen;
         uint8_t out[32];
-        reply(s, pk, from, out, pl_ovl_encode_keepalive_ack(out, sizeof out, seq, &seen), now);
+        reply(s, pk, from, out, pl_ovl_encode_keepalive_ack(out, sizeof out, seq, moved ? &seen : NULL), now);
         return true;
     }
     case PL_OVL_DETACH: {
@@ -238,12 +249,18 @@ bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
         forget(s, c);
         if (was_attached) {
             s->stats.left++;
+            pl_dir_client_gone(s->dir, pk, now);
             emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
         }
         if (s->io.close) s->io.close(s->io.ctx, pk, now);
         return true;
     }
-    default: return false;
+    default: {
+        /* The directory: from an attached client, or from a supernode. */
+        const client *c = find(s, pk);
+        if (c && c->state == CLIENT_ATTACHED) return pl_dir_client_message(s->dir, pk, cert, from, msg, len, now);
+        return pl_dir_peer_message(s->dir, pk, from, msg, len, now);
+    }
     }
 }
 
@@ -254,6 +271,7 @@ static void lose(pl_super *s, client *c, pl_time now)
     forget(s, c);
     if (was_attached) {
         s->stats.lost++;
+        pl_dir_client_gone(s->dir, copy.pk, now);
         emit(s, PL_SUPER_EV_CLIENT_LOST, &copy, now);
     }
 }
@@ -266,6 +284,7 @@ void pl_super_peer_down(pl_super *s, const uint8_t pk[32], pl_time now)
 
 void pl_super_tick(pl_super *s, pl_time now)
 {
+    pl_dir_tick(s->dir, now);
     if (now < s->next_sweep) return;
     s->next_sweep = now + SWEEP_INTERVAL;
     if (s->high == 0) return;
@@ -279,7 +298,30 @@ void pl_super_tick(pl_super *s, pl_time now)
     }
 }
 
-pl_time pl_super_next_timeout(const pl_super *s) { return s->high ? s->next_sweep : PL_TIME_NEVER; }
+pl_time pl_super_next_timeout(const pl_super *s)
+{
+    pl_time t = s->high ? s->next_sweep : PL_TIME_NEVER;
+    pl_time d = pl_dir_next_timeout(s->dir);
+    return d < t ? d : t;
+}
+
+void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now)
+{
+    pl_dir_member_up(s->dir, pk, addr, now);
+}
+
+void pl_super_member_down(pl_super *s, const uint8_t pk[32], pl_time now) { pl_dir_member_down(s->dir, pk, now); }
+
+void pl_super_set_crl(pl_super *s, const pl_crl *crl) { pl_dir_set_crl(s->dir, crl); }
+
+pl_dir *pl_super_directory(pl_super *s) { return s->dir; }
+
+static bool dir_send(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
+                     pl_time now)
+{
+    pl_super *s = ctx;
+    return s->io.send(s->io.ctx, pk, addr, msg, len, now);
+}
 
 /* ---- configuration ---------------------------------------------------------------------------- */
 
@@ -315,6 +357,7 @@ uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8
         client copy = *c;
         forget(s, c);
         s->stats.left++;
+        pl_dir_client_gone(s->dir, copy.pk, now);
         emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
         told++;
     }
@@ -335,6 +378,15 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
     s->max_clients = cfg->max_clients ? cfg->max_clients : PL_SUPER_DEFAULT_MAX_CLIENTS;
     s->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : PL_SUPER_DEFAULT_KEEPALIVE_S;
     pl_keymap_init(&s->by_key, mem, cfg->rng);
+    pl_dir_config dc = {.self_pk = s->id.sign_pk, .rng = cfg->rng, .mem = mem, .replicas = cfg->replicas,
+                        .vpoints = cfg->vpoints};
+    memcpy(dc.ca_pk, cfg->ca_pk, 32);
+    pl_dir_io dio = {s, dir_send};
+    if (pl_dir_new(&s->dir, &dc, &dio) != PL_DIRECTORY_OK) {
+        pl_super_free(s);
+        return PL_SUPER_ERR_NOMEM;
+    }
+    pl_dir_member_up(s->dir, s->id.sign_pk, &cfg->self_addr, 0);
     *out = s;
     return PL_SUPER_OK;
 }
@@ -346,6 +398,7 @@ void pl_super_free(pl_super *s)
     if (s->clients) mem->free(mem->ctx, s->clients);
     if (s->free_list) mem->free(mem->ctx, s->free_list);
     pl_keymap_free(&s->by_key);
+    pl_dir_free(s->dir);
     sodium_memzero(s, sizeof *s);
     mem->free(mem->ctx, s);
 }

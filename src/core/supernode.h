@@ -14,6 +14,7 @@
 #ifndef PL_SUPERNODE_H
 #define PL_SUPERNODE_H
 
+#include "directory.h"
 #include "overlay.h"
 #include "parley.h"
 
@@ -50,6 +51,10 @@ typedef struct pl_super_io {
 
 typedef struct pl_super_config {
     const pl_identity *identity; /* copied */
+    pl_addr self_addr;           /* where other supernodes reach this one */
+    uint8_t ca_pk[32];           /* checks records */
+    uint8_t replicas;            /* records per name; 0: PL_DIR_DEFAULT_REPLICAS */
+    unsigned vpoints;            /* ring points per supernode; 0: the ring's default */
     const pl_rng *rng;
     const pl_mem *mem;           /* NULL: the C heap */
     uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */
@@ -101,6 +106,15 @@ void pl_super_set_redirects(pl_super *s, const pl_ovl_peer *to, uint8_t n);
 /* Tells every attached client to move to one of these supernodes (load
  * shedding, demotion) and forgets them. Returns how many were told. */
 uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, pl_time now);
+
+/* Membership as this supernode knows it (until gossip does it, the
+ * configured supernodes). */
+void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now);
+void pl_super_member_down(pl_super *s, const uint8_t pk[32], pl_time now);
+/* The revocation list (the caller keeps it alive). */
+void pl_super_set_crl(pl_super *s, const pl_crl *crl);
+/* The directory engine (directory.h). */
+pl_dir *pl_super_directory(pl_super *s);
 
 pl_super_stats pl_super_get_stats(const pl_super *s);
 /* The attached client with this key, if any. */

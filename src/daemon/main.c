@@ -425,6 +425,8 @@ static const char *peer_name(parleyd *d, const uint8_t pk[32])
     return c ? c->name : "?";
 }
 
+static void on_directory(parleyd *d, const pl_dirc_event *ev);
+
 static void on_event(void *ctx, const pl_stack_event *ev)
 {
     parleyd *d = ctx;
@@ -447,6 +449,7 @@ static void on_event(void *ctx, const pl_stack_event *ev)
         case PL_NODE_EV_REFUSED: logf_("supernode %s at %s refused us (reason %u)", hex, addr, e->refusal); break;
         case PL_NODE_EV_ADDRESS: logf_("our address as seen: %s", pl_addr_format(e->observed, addr, sizeof addr)); break;
         case PL_NODE_EV_HOSTS: d->hosts_dirty = true; break;
+        case PL_NODE_EV_DIRECTORY: on_directory(d, e->dir); break;
         }
     } else if (ev->type == PL_STACK_EV_SUPER) {
         const pl_super_event *e = ev->super;
@@ -456,6 +459,17 @@ static void on_event(void *ctx, const pl_stack_event *ev)
                            : e->type == PL_SUPER_EV_CLIENT_LOST   ? "lost"
                                                                   : "left";
         logf_("client %s (%s) at %s %s", e->name, hex, addr, what);
+    }
+}
+
+/* ---- the directory: publishing, look-ups, presence ---------------------------------------------- */
+
+static void on_directory(parleyd *d, const pl_dirc_event *ev)
+{
+    (void)d;
+    if (ev->type == PL_DIRC_EV_PUBLISHED) {
+        if (ev->status == PL_DIR_OK) logf_("record published on %u replicas", ev->stored);
+        else logf_("publishing our record failed (status %u)", ev->status);
     }
 }
 

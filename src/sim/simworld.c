@@ -37,6 +37,8 @@ struct pl_simworld {
     pl_keymap by_addr; /* address -> host index, for the external transport */
     pl_simworld_event_cb on_event;
     void *ctx;
+    pl_simworld_tamper_cb tamper;
+    void *tamper_ctx;
     uint64_t *revoked; /* ascending serials */
     uint32_t n_revoked;
     uint8_t *crl_buf;
@@ -94,9 +96,16 @@ static bool send_message(void *ctx, const uint8_t pk[32], const pl_addr *addr, c
                          pl_time now)
 {
     pl_simhost *h = ctx;
-    (void)pk;
     (void)now;
     if (!addr) return false;
+    if (h->world->tamper) {
+        uint8_t copy[PL_SEC_MAX_PAYLOAD];
+        if (len > sizeof copy) return false;
+        memcpy(copy, msg, len);
+        if (!h->world->tamper(h->world->tamper_ctx, h, pk, copy, &len)) return true;
+        pl_simnet_send(h->world->net, &h->peer.addr, addr, copy, len);
+        return true;
+    }
     pl_simnet_send(h->world->net, &h->peer.addr, addr, msg, len);
     return true;
 }
@@ -138,6 +147,7 @@ static bool make_stack(pl_simhost *h)
     cfg.mem = NULL;
     cfg.external_transport = !h->world->secure;
     cfg.bootstrap = h->bootstrap;
+    cfg.self_addr = h->peer.addr;
     pl_stack_io io = {h, send_datagram, send_message, NULL, stack_event};
     if (pl_stack_new(&h->stack, &cfg, &io) != PL_STACK_OK) return false;
     pl_node *node = pl_stack_node(h->stack);
@@ -258,6 +268,39 @@ void pl_simhost_restart(pl_simhost *h)
     if (h->stack) drop_stack(h);
     else pl_simnet_attach(h->world->net, &h->peer.addr, host_recv, h);
     if (make_stack(h)) pl_simhost_start(h);
+}
+
+void pl_simworld_introduce_supernodes(pl_simworld *w)
+{
+    pl_time now = pl_simnet_now(w->net);
+    for (size_t i = 0; i < w->n_hosts; i++) {
+        pl_simhost *h = w->hosts[i];
+        pl_super *s = h->stack ? pl_stack_super(h->stack) : NULL;
+        if (!s) continue;
+        for (size_t j = 0; j < w->n_hosts; j++) {
+            pl_simhost *o = w->hosts[j];
+            if (o->cfg.role == PL_ROLE_SUPERNODE) pl_super_member_up(s, o->peer.pk, &o->peer.addr, now);
+        }
+        reschedule(h);
+    }
+}
+
+void pl_simworld_set_tamper(pl_simworld *w, pl_simworld_tamper_cb cb, void *ctx)
+{
+    w->tamper = cb;
+    w->tamper_ctx = ctx;
+}
+
+void pl_simworld_forget_supernode(pl_simworld *w, pl_simhost *gone)
+{
+    pl_time now = pl_simnet_now(w->net);
+    for (size_t i = 0; i < w->n_hosts; i++) {
+        pl_simhost *h = w->hosts[i];
+        pl_super *s = h->stack ? pl_stack_super(h->stack) : NULL;
+        if (!s || h == gone) continue;
+        pl_super_member_down(s, gone->peer.pk, now);
+        reschedule(h);
+    }
 }
 
 bool pl_simhost_running(const pl_simhost *h) { return h->stack != NULL; }

@@ -23,6 +23,11 @@ typedef struct pl_simworld pl_simworld;
 typedef struct pl_simhost pl_simhost;
 
 typedef void (*pl_simworld_event_cb)(void *ctx, pl_simhost *host, const pl_stack_event *ev);
+/* External transport only: sees (and may rewrite in place, up to
+ * PL_SEC_MAX_PAYLOAD bytes, or drop by returning false) every message a
+ * host sends: how tests make a supernode lie. */
+typedef bool (*pl_simworld_tamper_cb)(void *ctx, pl_simhost *from, const uint8_t to_pk[32], uint8_t *msg,
+                                      size_t *len);
 
 typedef struct pl_simworld_config {
     uint64_t seed;
@@ -50,6 +55,12 @@ pl_simhost *pl_simworld_add_host(pl_simworld *w, const char *name, const pl_addr
 /* The CA revokes h's certificate and every host (running or started later)
  * gets the new revocation list at once. */
 void pl_simworld_revoke(pl_simworld *w, pl_simhost *h);
+
+/* Tells every running supernode about every supernode (full membership,
+ * as if gossip had spread it), or about one that is gone. */
+void pl_simworld_introduce_supernodes(pl_simworld *w);
+void pl_simworld_set_tamper(pl_simworld *w, pl_simworld_tamper_cb cb, void *ctx);
+void pl_simworld_forget_supernode(pl_simworld *w, pl_simhost *gone);
 
 void pl_simhost_start(pl_simhost *h);
 /* Gone at once: no goodbye, state lost, address silent. */
