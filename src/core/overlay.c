@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "record.h"
 #include "wire.h"
 
 void pl_ovl_proof_bytes(uint8_t out[PL_OVL_PROOF_SIZE], const uint8_t sn_pk[32], const uint8_t node_pk[32],
@@ -316,6 +317,7 @@ pl_ovl_err pl_ovl_decode_dir(pl_ovl_dir *m, const uint8_t *buf, size_t len)
     if (r.err) return PL_OVL_ERR_MALFORMED;
     if (f & F_RECORD) {
         m->record_len = pl_reader_left(&r);
+        if (m->record_len > PL_RECORD_MAX_SIZE) return PL_OVL_ERR_MALFORMED;
         m->record = m->record_len ? pl_read_ptr(&r, m->record_len) : NULL;
     }
     if (!pl_reader_done(&r) || ((f & F_STATUS) && m->status > PL_DIR_STATUS_MAX) ||
