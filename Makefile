@@ -33,7 +33,7 @@ FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 # Helpers shared by several test programs (not tests themselves).
 TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
-BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parley-impair
+BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parley-impair $(BUILD)/parley-quality
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
