@@ -405,21 +405,24 @@ static void print_stats(const relay *r)
 static void describe_link(const relay_opts *o, unsigned d, const char *name, bool json)
 {
     const pl_impair_link *l = &o->link[d];
-    if (json)
+    if (json) {
         printf("\"%s\":{\"delay_ms\":%.3f,\"jitter_ms\":%.3f,\"jitter_dist\":\"%s\",\"jitter_fifo\":%s,"
                "\"loss_pct\":%g,\"burst_loss_pct\":%g,\"burst_len\":%g,\"reorder_pct\":%g,\"reorder_gap_ms\":%.3f,"
                "\"dup_pct\":%g,\"rate_kbit\":%g}",
                name, (double)l->delay / 1000, (double)l->jitter / 1000, pl_impair_jitter_name(l->jitter_dist),
                l->jitter_fifo ? "true" : "false", l->loss * 100, l->burst_loss * 100, l->burst_len,
                l->reorder * 100, (double)l->reorder_gap / 1000, l->dup * 100, (double)l->rate_bps / 1000);
-    else
-        fprintf(stderr,
-                "parley-impair: %s: delay %.1f ms, jitter %.1f ms %s%s, loss %g%%, burst loss %g%% (mean %g), "
-                "reorder %g%% (+%.1f ms), dup %g%%, rate %s%g kbit/s\n",
-                name, (double)l->delay / 1000, (double)l->jitter / 1000, pl_impair_jitter_name(l->jitter_dist),
-                l->jitter_fifo ? " fifo" : "", l->loss * 100, l->burst_loss * 100, l->burst_len, l->reorder * 100,
-                (double)l->reorder_gap / 1000, l->dup * 100, l->rate_bps ? "" : "unlimited ",
-                (double)l->rate_bps / 1000);
+        return;
+    }
+    char rate[48];
+    if (l->rate_bps) snprintf(rate, sizeof rate, "%g kbit/s", (double)l->rate_bps / 1000);
+    else snprintf(rate, sizeof rate, "unlimited");
+    fprintf(stderr,
+            "parley-impair: %s: delay %.1f ms, jitter %.1f ms %s%s, loss %g%%, burst loss %g%% (mean %g), "
+            "reorder %g%% (+%.1f ms), dup %g%%, rate %s\n",
+            name, (double)l->delay / 1000, (double)l->jitter / 1000, pl_impair_jitter_name(l->jitter_dist),
+            l->jitter_fifo ? " fifo" : "", l->loss * 100, l->burst_loss * 100, l->burst_len, l->reorder * 100,
+            (double)l->reorder_gap / 1000, l->dup * 100, rate);
 }
 
 static int run_relay(int argc, char **argv)
