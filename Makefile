@@ -16,23 +16,25 @@ endif
 CC ?= cc
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
        -Wformat=2 -Wno-unused-parameter -Werror
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io -Isrc/sim -MMD -MP $(CFLAGS)
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io -Isrc/sim -Isrc/media -MMD -MP $(CFLAGS)
 LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lcjson -lm -lpthread $(LDLIBS)
 
-LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c)
+LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c src/media/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB       := $(BUILD)/libparley.a
 
 CLI_SRC   := $(wildcard src/cli/*.c)
 CA_SRC    := $(wildcard src/ca/*.c)
 DAEMON_SRC:= $(wildcard src/daemon/*.c)
+IMPAIR_SRC  := $(wildcard src/tools/impair/*.c)
+QUALITY_SRC := $(wildcard src/tools/quality/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 BENCH_SRC := $(wildcard bench/bench_*.c)
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 # Helpers shared by several test programs (not tests themselves).
 TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
-BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd
+BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd $(BUILD)/parley-impair $(BUILD)/parley-quality
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
@@ -57,6 +59,13 @@ $(BUILD)/parley-ca: $(CA_SRC:%.c=$(BUILD)/%.o) $(LIB)
 $(BUILD)/parleyd: $(DAEMON_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
+# Test tools: the user-space impairment relay and the speech-quality harness.
+$(BUILD)/parley-impair: $(IMPAIR_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+$(BUILD)/parley-quality: $(QUALITY_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
 # Test programs may also link the CA's store (src/ca/store.c) to drive it directly.
 CA_LIB_OBJ := $(filter-out $(BUILD)/src/ca/main.o,$(CA_SRC:%.c=$(BUILD)/%.o))
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_SRC:%.c=$(BUILD)/%.o) $(CA_LIB_OBJ) $(LIB)
@@ -79,7 +88,7 @@ bench: all
 # `make fuzz FUZZ_SECONDS=600` runs a longer campaign.
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 15
-FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/core -Isrc/io -Isrc/sim
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/core -Isrc/io -Isrc/sim -Isrc/media
 FUZZERS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 $(FUZZ_BUILD)/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
@@ -110,4 +119,4 @@ fuzzers: $(FUZZERS)
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(wildcard $(BUILD)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d)
+-include $(LIB_OBJ:.o=.d) $(wildcard $(BUILD)/src/*/*.d $(BUILD)/src/tools/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d)
