@@ -154,17 +154,25 @@ _lab_ns_add() {
     # Bridged frames must not go through the IP hooks (NOTES.md): with
     # br_netfilter on, a DNAT'ed frame can be sent back out the port it
     # came in on and lost.
-    local s
-    for s in bridge-nf-call-iptables bridge-nf-call-ip6tables bridge-nf-call-arptables; do
-        [ -e "/proc/sys/net/bridge/$s" ] && ip netns exec "$ns" sysctl -qw "net.bridge.$s=0" 2>/dev/null
-    done
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null
+    # (The bridge entries exist only while br_netfilter is loaded.)
+    _lab_sysctl "$ns" net/bridge/bridge-nf-call-iptables=0 net/bridge/bridge-nf-call-ip6tables=0 \
+        net/bridge/bridge-nf-call-arptables=0 2>/dev/null
+    # The lab speaks IPv4 only for now: no link-local chatter, no DAD waits.
+    _lab_sysctl "$ns" net/ipv6/conf/all/disable_ipv6=1 net/ipv6/conf/default/disable_ipv6=1 2>/dev/null
     return 0
 }
 
+# _lab_sysctl NS KEY=VALUE...: writes /proc/sys/KEY inside NS (KEY with
+# slashes). No sysctl binary needed: a fresh Debian lacks procps.
+_lab_sysctl() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" sh -c 'rc=0; for kv; do [ -e "/proc/sys/${kv%%=*}" ] && echo "${kv#*=}" >"/proc/sys/${kv%%=*}" || rc=1; done; exit $rc' _ "$@"
+}
+
 _lab_router_sysctls() {
-    _lab_run ip netns exec "$1" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
-        net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    _lab_run _lab_sysctl "$1" net/ipv4/ip_forward=1 net/ipv4/conf/all/send_redirects=0 \
+        net/ipv4/conf/default/send_redirects=0 net/ipv4/conf/all/rp_filter=0 net/ipv4/conf/default/rp_filter=0
 }
 
 # _lab_public_ok ADDR: one of the documentation ranges the internet carries.
