@@ -46,6 +46,15 @@
 # then reach each other through the home's public address. No other type
 # hairpins.
 
+# State, valid from the moment this file is sourced so that lab_down is
+# always safe to call (scripts run with set -u).
+LAB_PREFIX=""
+LAB_DIR=""
+LAB_ERROR=""
+LAB_PID=""
+LAB_NS=()
+LAB_PIDS=()
+
 LAB_TYPES="none full-cone full-cone-hairpin restricted restricted-hairpin port-restricted port-restricted-hairpin symmetric udp-blocked double"
 LAB_NAT_TIMEOUT=${LAB_NAT_TIMEOUT:-300s}
 
