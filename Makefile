@@ -29,6 +29,9 @@ DAEMON_SRC:= $(wildcard src/daemon/*.c)
 IMPAIR_SRC  := $(wildcard src/tools/impair/*.c)
 QUALITY_SRC := $(wildcard src/tools/quality/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
+# Programs the test scripts drive (not tests themselves: tests/run.sh runs
+# only $(BUILD)/tests/test_*).
+TOOL_SRC  := $(wildcard tests/tools/*.c)
 BENCH_SRC := $(wildcard bench/bench_*.c)
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 # Helpers shared by several test programs (not tests themselves).
@@ -36,11 +39,12 @@ TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
 BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd $(BUILD)/parley-impair $(BUILD)/parley-quality
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOOLS  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
 .PHONY: all test test-asan bench fuzz fuzz-smoke clean deps demo check fuzzers
-all: $(BINS) $(TESTS) $(BENCHES)
+all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -69,6 +73,9 @@ $(BUILD)/parley-quality: $(QUALITY_SRC:%.c=$(BUILD)/%.o) $(LIB)
 # Test programs may also link the CA's store (src/ca/store.c) to drive it directly.
 CA_LIB_OBJ := $(filter-out $(BUILD)/src/ca/main.o,$(CA_SRC:%.c=$(BUILD)/%.o))
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_SRC:%.c=$(BUILD)/%.o) $(CA_LIB_OBJ) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
@@ -119,4 +126,4 @@ fuzzers: $(FUZZERS)
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(wildcard $(BUILD)/src/*/*.d $(BUILD)/src/tools/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d)
+-include $(LIB_OBJ:.o=.d) $(wildcard $(BUILD)/src/*/*.d $(BUILD)/src/tools/*/*.d $(BUILD)/tests/*.d $(BUILD)/tests/tools/*.d $(BUILD)/bench/*.d)

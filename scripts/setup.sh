@@ -2,7 +2,11 @@
 # Installs the Debian packages Parley needs to build and test, if missing.
 # Safe to run again: it installs nothing when everything is present.
 set -eu
-PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables espeak-ng sox)
+# iproute2 and nftables build the network lab (tests/netlab/); stun-client
+# and coturn are the standard STUN clients tests/natdisc.test.sh runs
+# against our responder; espeak-ng and sox make and shape test speech.
+PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
+          stun-client coturn espeak-ng sox)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
