@@ -71,6 +71,7 @@ enum {
     EXIT_LOCAL = 10,      /* missing or unreadable local files */
     EXIT_REVOKED = 11,    /* `crl`: our own certificate is on the list */
     EXIT_NO_DAEMON = 12,  /* no daemon answers on the control socket */
+    EXIT_NOT_FOUND = 13,  /* no such user in the directory */
 };
 
 /* ---- options ------------------------------------------------------------------ */
@@ -947,10 +948,11 @@ static int cmd_ping(void)
  * The daemon (parleyd) listens on a Unix socket in the home directory; a
  * request and its reply are one JSON object per line. */
 
-#define CONTROL_TIMEOUT_MS 5000
+#define CONTROL_TIMEOUT_MS 15000
 
 /* Sends {"cmd": name, ...extra} and returns the parsed reply, or NULL after
  * printing the error (with *rc set). */
+static int exit_for(const char *kind);
 static cJSON *control_call(const char *name, cJSON *extra, int *rc)
 {
     char path[PL_HOME_PATH_MAX + 32];
@@ -999,8 +1001,8 @@ static cJSON *control_call(const char *name, cJSON *extra, int *rc)
     if (!cJSON_IsTrue(ok)) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(reply, "message");
         const cJSON *kind = cJSON_GetObjectItemCaseSensitive(reply, "error");
-        *rc = fail(EXIT_FAIL, cJSON_IsString(kind) ? kind->valuestring : "error", "%s",
-                   cJSON_IsString(msg) ? msg->valuestring : "the daemon refused");
+        const char *k = cJSON_IsString(kind) ? kind->valuestring : "error";
+        *rc = fail(exit_for(k), k, "%s", cJSON_IsString(msg) ? msg->valuestring : "the daemon refused");
         cJSON_Delete(reply);
         return NULL;
     }
@@ -1073,6 +1075,92 @@ static int cmd_clients(void)
     return 0;
 }
 
+/* Maps the daemon's error kinds to exit codes. */
+static int exit_for(const char *kind)
+{
+    if (strcmp(kind, "not_found") == 0) return EXIT_NOT_FOUND;
+    if (strcmp(kind, "bad_name") == 0) return EXIT_BAD_NAME;
+    if (strcmp(kind, "unreachable") == 0) return EXIT_UNREACHABLE;
+    if (strcmp(kind, "bad_request") == 0 || strcmp(kind, "bad_status") == 0) return EXIT_USAGE;
+    return EXIT_FAIL;
+}
+
+static int cmd_lookup(void)
+{
+    if (g.nargs != 1) return fail(EXIT_USAGE, "usage", "usage: parley lookup NAME");
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "name", g.args[0]);
+    int rc;
+    cJSON *r = control_call("lookup", req, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+        cJSON_Delete(r);
+        return 0;
+    }
+    printf("name         %s\n", jstr(r, "name"));
+    printf("presence     %s%s%s%s\n", jstr(r, "presence"), *jstr(r, "status") ? " (" : "", jstr(r, "status"),
+           *jstr(r, "status") ? ")" : "");
+    printf("fingerprint  %s (%s)\n", jstr(r, "fingerprint"), jstr(r, "key"));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "supernodes"))
+        printf("supernode    %.16s... at %s\n", jstr(e, "fingerprint"), jstr(e, "addr"));
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "candidates"))
+        printf("reachable    %s %s (%s)\n", jstr(e, "addr"), jstr(e, "transport"), jstr(e, "type"));
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "private"))) printf("reachable    only through relays (private)\n");
+    const cJSON *nat = cJSON_GetObjectItemCaseSensitive(r, "nat");
+    printf("nat          mapping %s, filtering %s\n", jstr(nat, "mapping"), jstr(nat, "filtering"));
+    cJSON_Delete(r);
+    return 0;
+}
+
+static int cmd_contacts(void)
+{
+    const char *op = g.nargs >= 1 ? g.args[0] : "list";
+    if (strcmp(op, "list") && strcmp(op, "add") && strcmp(op, "remove"))
+        return fail(EXIT_USAGE, "usage", "usage: parley contacts [list | add NAME | remove NAME]");
+    if (strcmp(op, "list") != 0 && g.nargs != 2)
+        return fail(EXIT_USAGE, "usage", "usage: parley contacts %s NAME", op);
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "op", op);
+    if (g.nargs == 2) cJSON_AddStringToObject(req, "name", g.args[1]);
+    int rc;
+    cJSON *r = control_call("contacts", req, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+    } else if (strcmp(op, "list") == 0) {
+        const cJSON *e;
+        int n = 0;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "contacts")) {
+            printf("%-32s %-8s %s%s\n", jstr(e, "name"), jstr(e, "presence"), jstr(e, "status"),
+                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "key_changed")) ? "  [KEY CHANGED]" : "");
+            n++;
+        }
+        if (n == 0) printf("no contacts yet (parley contacts add NAME)\n");
+    } else {
+        printf("%s %s\n", strcmp(op, "add") == 0 ? "added" : "removed", g.args[1]);
+    }
+    cJSON_Delete(r);
+    return 0;
+}
+
+static int cmd_presence(void)
+{
+    if (g.nargs < 1 || (strcmp(g.args[0], "online") && strcmp(g.args[0], "away")))
+        return fail(EXIT_USAGE, "usage", "usage: parley presence online|away [STATUS TEXT]");
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "state", g.args[0]);
+    if (g.nargs >= 2) cJSON_AddStringToObject(req, "status", g.args[1]);
+    int rc;
+    cJSON *r = control_call("presence", req, &rc);
+    if (!r) return rc;
+    if (g.json) print_json(r);
+    else printf("presence %s%s%s\n", g.args[0], g.nargs >= 2 ? ": " : "", g.nargs >= 2 ? g.args[1] : "");
+    cJSON_Delete(r);
+    return 0;
+}
+
 static int cmd_stop(void)
 {
     int rc;
@@ -1103,6 +1191,9 @@ static const command COMMANDS[] = {
     {"ping", cmd_ping, "ping ADDR:PORT --peer-key HEX [TEXT] [--timeout S]  secure session to a user, send, await the echo"},
     {"status", cmd_status, "status                                    the daemon: role, supernode, address, online"},
     {"clients", cmd_clients, "clients                                   a supernode's attached nodes"},
+    {"lookup", cmd_lookup, "lookup NAME                               find a user in the directory (verified record)"},
+    {"contacts", cmd_contacts, "contacts [list | add NAME | remove NAME]  contacts and their presence"},
+    {"presence", cmd_presence, "presence online|away [TEXT]               set your presence and status text"},
     {"stop", cmd_stop, "stop                                      stop the daemon"},
     {"help", cmd_help, "help                                      this text"},
 };
@@ -1115,7 +1206,8 @@ static int cmd_help(void)
            "         (or PARLEY_PASSPHRASE), --transport auto|udp|tcp, --ca ADDR:PORT, --ca-key HEX, --force\n"
            "exit codes: 0 ok, 1 other, 2 usage, 3 bad name, 4 name taken, 5 authority unreachable,\n"
            "            6 passphrase, 7 refused by the authority, 8 rate limited, 9 authority does not\n"
-           "            verify, 10 local files, 11 own certificate revoked, 12 no daemon running\n"
+           "            verify, 10 local files, 11 own certificate revoked, 12 no daemon running,\n"
+           "            13 no such user\n"
            "the daemon: parleyd --home DIR [--role node|supernode] (see README.md); --control PATH\n");
     return 0;
 }

@@ -1,0 +1,125 @@
+/*
+ * daemon.h - what the parts of parleyd share: the daemon's state, logging,
+ * and the functions each file offers the others.
+ *
+ *   main.c     options, credentials, sockets (UDP, TCP streams), the stack
+ *   control.c  the control socket and its command table
+ *   people.c   the directory as the user sees it: look-ups, contacts,
+ *              presence (contacts.db)
+ */
+#ifndef PL_DAEMON_H
+#define PL_DAEMON_H
+
+#include <cjson/cJSON.h>
+
+#include "contacts.h"
+#include "home.h"
+#include "keymap.h"
+#include "loop.h"
+#include "parley.h"
+#include "stack.h"
+
+#define PROG "parleyd"
+#define MAX_BOOTSTRAP 32
+#define MAX_CONTROL_CLIENTS 16
+#define CONTROL_LINE_MAX 4096
+#define HOSTS_SAVE_INTERVAL (10 * PL_SEC)
+
+typedef struct options {
+    const char *home;
+    const char *role;
+    const char *listen;
+    const char *control;
+    const char *passphrase_file;
+    const char *bootstrap_file;
+    const char *bootstrap[MAX_BOOTSTRAP];
+    int n_bootstrap;
+    uint32_t max_clients;
+    uint16_t keepalive_s;
+    bool no_udp, no_tcp, quiet;
+} options;
+
+/* A TCP stream the daemon holds, named by its peer's address marked TCP. */
+typedef struct tcp_conn {
+    pl_stream *stream;
+    pl_addr addr;
+    bool outgoing;
+    bool used;
+} tcp_conn;
+
+typedef struct control_client {
+    int fd;
+    char buf[CONTROL_LINE_MAX];
+    size_t len;
+} control_client;
+
+typedef struct parleyd {
+    options opt;
+    char home[PL_HOME_PATH_MAX];
+    pl_loop *loop;
+    pl_udp *udp;
+    pl_listener *tcp;
+    pl_addr local;
+    pl_identity id;
+    pl_cert cert;
+    uint8_t cert_bytes[PL_CERT_MAX_SIZE];
+    size_t cert_len;
+    uint8_t ca_pk[32];
+    pl_crl crl;
+    uint8_t *crl_bytes;
+    bool have_crl;
+    pl_stack *stack;
+    pl_role role;
+    pl_timer timer;
+    pl_ovl_peer bootstrap[MAX_BOOTSTRAP];
+    size_t n_bootstrap;
+    tcp_conn *conns;
+    size_t n_conns;
+    pl_keymap conn_by_addr;
+    int control_fd;
+    char control_path[PL_HOME_PATH_MAX + 32];
+    control_client clients[MAX_CONTROL_CLIENTS];
+    int signal_pipe[2];
+    bool hosts_dirty;
+    pl_time hosts_saved_at;
+    pl_time started_at;
+    bool quiet;
+    /* people.c */
+    pl_contacts *contacts;
+    struct pd_presence *presence; /* what we last heard of each contact */
+    size_t n_presence, cap_presence;
+    struct pd_pending *pending;   /* control requests waiting on the network */
+    size_t n_pending, cap_pending;
+} parleyd;
+
+
+/* ---- main.c ---- */
+void pd_log(parleyd *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int pd_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Re-arms the stack's timer after anything that may have changed it. */
+void pd_rearm(parleyd *d);
+/* The certified name of a peer we hold a session with, or "?". */
+const char *pd_peer_name(parleyd *d, const uint8_t pk[32]);
+
+/* ---- control.c ---- */
+int pd_control_open(parleyd *d);
+void pd_control_close(parleyd *d);
+/* Sends one reply line to a control client (the reply is consumed). */
+void pd_control_reply(parleyd *d, int fd, cJSON *reply);
+cJSON *pd_error_reply(const char *kind, const char *message);
+cJSON *pd_ok_reply(void);
+
+/* ---- people.c ---- */
+int pd_people_open(parleyd *d);
+void pd_people_close(parleyd *d);
+void pd_on_directory(parleyd *d, const pl_dirc_event *ev);
+/* Commands; a NULL return means the reply will come later (a look-up). */
+cJSON *pd_cmd_lookup(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_contacts(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_presence(parleyd *d, int fd, const cJSON *req);
+/* A control client went away: forget its pending requests. */
+void pd_people_client_gone(parleyd *d, int fd);
+/* What status shows about our own presence. */
+void pd_people_status(parleyd *d, cJSON *status);
+
+#endif
