@@ -45,10 +45,13 @@ struct pl_dirc {
     uint32_t publish_req;
     pl_time next_publish;
 
-    lookup lookups[PL_DIRC_MAX_LOOKUPS];
+    /* Both grow on demand (to PL_DIRC_MAX_LOOKUPS and SEEN_CACHE): a
+     * simulated million nodes mostly never look anyone up. */
+    lookup *lookups;
+    uint32_t n_lookups;
     uint32_t next_id;
-    seen seen[SEEN_CACHE];
-    uint32_t seen_next;
+    seen *seen;
+    uint32_t n_seen, seen_next;
     subscription *subs;
     size_t n_subs, cap_subs;
 };
@@ -69,9 +72,21 @@ static void emit(pl_dirc *dc, const pl_dirc_event *ev)
 
 static seen *seen_of(pl_dirc *dc, const char *name)
 {
-    for (size_t i = 0; i < SEEN_CACHE; i++)
-        if (dc->seen[i].name[0] && strcmp(dc->seen[i].name, name) == 0) return &dc->seen[i];
+    for (size_t i = 0; i < dc->n_seen; i++)
+        if (strcmp(dc->seen[i].name, name) == 0) return &dc->seen[i];
     return NULL;
+}
+
+/* A slot for a name not seen yet: a new one while the cache grows, then
+ * the oldest. */
+static seen *seen_slot(pl_dirc *dc)
+{
+    if (!dc->seen) {
+        dc->seen = dc->mem->calloc(dc->mem->ctx, SEEN_CACHE, sizeof *dc->seen);
+        if (!dc->seen) return NULL;
+    }
+    if (dc->n_seen < SEEN_CACHE) return &dc->seen[dc->n_seen++];
+    return &dc->seen[dc->seen_next++ % SEEN_CACHE];
 }
 
 /* Checks a record for name: it verifies and is not older than one seen.
@@ -84,11 +99,8 @@ static bool accept_record(pl_dirc *dc, const char *name, const uint8_t *bytes, s
         return false;
     seen *s = seen_of(dc, name);
     if (s && r->sequence < s->seq) return false;
-    if (!s) {
-        s = &dc->seen[dc->seen_next++ % SEEN_CACHE];
-        snprintf(s->name, sizeof s->name, "%s", name);
-    }
-    s->seq = r->sequence;
+    if (!s && (s = seen_slot(dc)) != NULL) snprintf(s->name, sizeof s->name, "%s", name);
+    if (s) s->seq = r->sequence;
     return true;
 }
 
@@ -149,7 +161,7 @@ void pl_dirc_attached(pl_dirc *dc, const pl_dirc_where *where, pl_time now)
         }
     }
     /* Look-ups that were waiting go out now. */
-    for (size_t i = 0; i < PL_DIRC_MAX_LOOKUPS; i++) {
+    for (size_t i = 0; i < dc->n_lookups; i++) {
         lookup *l = &dc->lookups[i];
         if (!l->used) continue;
         pl_ovl_dir m = {.type = PL_OVL_LOOKUP, .req = l->id, .index = l->skip};
@@ -199,9 +211,16 @@ pl_dirc_err pl_dirc_lookup(pl_dirc *dc, const char *name, pl_time now, uint32_t 
     char norm[PL_NAME_MAX + 1];
     if (pl_name_normalize(name, norm) != PL_NAME_OK) return PL_DIRC_ERR_BAD_NAME;
     lookup *l = NULL;
-    for (size_t i = 0; i < PL_DIRC_MAX_LOOKUPS && !l; i++)
+    for (size_t i = 0; i < dc->n_lookups && !l; i++)
         if (!dc->lookups[i].used) l = &dc->lookups[i];
-    if (!l) return PL_DIRC_ERR_BUSY;
+    if (!l) {
+        if (dc->n_lookups == PL_DIRC_MAX_LOOKUPS) return PL_DIRC_ERR_BUSY;
+        if (!dc->lookups) {
+            dc->lookups = dc->mem->calloc(dc->mem->ctx, PL_DIRC_MAX_LOOKUPS, sizeof *dc->lookups);
+            if (!dc->lookups) return PL_DIRC_ERR_NOMEM;
+        }
+        l = &dc->lookups[dc->n_lookups++];
+    }
     l->used = true;
     l->id = ++dc->next_id;
     memcpy(l->name, norm, sizeof l->name);
@@ -263,7 +282,7 @@ pl_dirc_err pl_dirc_unsubscribe(pl_dirc *dc, const char *name, pl_time now)
 static void on_lookup_reply(pl_dirc *dc, const pl_ovl_dir *m, pl_time now)
 {
     lookup *l = NULL;
-    for (size_t i = 0; i < PL_DIRC_MAX_LOOKUPS && !l; i++)
+    for (size_t i = 0; i < dc->n_lookups && !l; i++)
         if (dc->lookups[i].used && dc->lookups[i].id == m->req) l = &dc->lookups[i];
     if (!l) return;
     if (m->status != PL_DIR_OK) {
@@ -325,7 +344,7 @@ bool pl_dirc_message(pl_dirc *dc, const uint8_t *msg, size_t len, pl_time now)
 void pl_dirc_tick(pl_dirc *dc, pl_time now)
 {
     if (dc->attached && now >= dc->next_publish) publish(dc, now);
-    for (size_t i = 0; i < PL_DIRC_MAX_LOOKUPS; i++) {
+    for (size_t i = 0; i < dc->n_lookups; i++) {
         lookup *l = &dc->lookups[i];
         if (!l->used || now < l->deadline) continue;
         /* Detached, the look-up waits for the next supernode; attached and
@@ -346,7 +365,7 @@ void pl_dirc_tick(pl_dirc *dc, pl_time now)
 pl_time pl_dirc_next_timeout(const pl_dirc *dc)
 {
     pl_time t = dc->attached ? dc->next_publish : PL_TIME_NEVER;
-    for (size_t i = 0; i < PL_DIRC_MAX_LOOKUPS; i++)
+    for (size_t i = 0; i < dc->n_lookups; i++)
         if (dc->lookups[i].used && dc->lookups[i].deadline < t) t = dc->lookups[i].deadline;
     return t;
 }
@@ -377,6 +396,8 @@ void pl_dirc_free(pl_dirc *dc)
     if (!dc) return;
     const pl_mem *mem = dc->mem;
     if (dc->subs) mem->free(mem->ctx, dc->subs);
+    if (dc->lookups) mem->free(mem->ctx, dc->lookups);
+    if (dc->seen) mem->free(mem->ctx, dc->seen);
     sodium_memzero(dc, sizeof *dc);
     mem->free(mem->ctx, dc);
 }
