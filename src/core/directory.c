@@ -198,7 +198,15 @@ struct pl_dir {
     pool members, slots, watches, subs, subcs, clients, pending;
     pl_keymap member_by_pk, slot_by_key, watch_by_id, sub_by_key, subc_by_id, client_by_pk;
 
-    pl_ring *ring, *before;
+    /* The ring holds the points of every supernode heard of (it is only
+     * added to, and may be shared by the supernodes of a simulation); which
+     * of them are members now is the bitmap `alive` over its slots, and
+     * `before` is that bitmap when a batch of changes began. */
+    pl_ring *ring;
+    bool own_ring;
+    uint64_t *alive, *before;
+    uint32_t nbits; /* bits both bitmaps hold */
+    uint32_t n_alive;
     bool change_pending;
     pl_time handover_at;
 
@@ -227,6 +235,38 @@ static const member *member_of(const pl_dir *d, const uint8_t pk[32])
 }
 
 static bool is_self(const pl_dir *d, const uint8_t pk[32]) { return memcmp(d->self, pk, 32) == 0; }
+
+/* The replicas of key among the members in bitmap `set`. */
+static size_t replicas_in(const pl_dir *d, const uint64_t *set, const uint8_t key[32], size_t r, uint8_t out[][32])
+{
+    uint32_t slots[MAX_R];
+    size_t n = pl_ring_replicas_in(d->ring, set, d->nbits, key, r, slots);
+    for (size_t k = 0; k < n; k++) memcpy(out[k], pl_ring_slot_key(d->ring, slots[k]), 32);
+    return n;
+}
+
+static size_t replicas(const pl_dir *d, const uint8_t key[32], size_t r, uint8_t out[][32])
+{
+    return replicas_in(d, d->alive, key, r, out);
+}
+
+static bool in_list(const uint8_t list[][32], size_t n, const uint8_t pk[32])
+{
+    for (size_t k = 0; k < n; k++)
+        if (memcmp(list[k], pk, 32) == 0) return true;
+    return false;
+}
+
+static bool self_is_replica(const pl_dir *d, const uint8_t key[32])
+{
+    uint8_t reps[MAX_R][32];
+    return in_list(reps, replicas(d, key, d->r, reps), d->self);
+}
+
+static bool bit(const uint64_t *set, uint32_t nbits, uint32_t at)
+{
+    return at < nbits && (set[at / 64] >> (at % 64) & 1);
+}
 
 static void send_msg(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, const pl_ovl_dir *m, pl_time now)
 {
@@ -419,7 +459,7 @@ static uint8_t store_record(pl_dir *d, const uint8_t *rec, size_t len, pl_time n
         d->stats.refused++;
         return PL_DIR_REFUSED;
     }
-    if (!pl_ring_is_replica(d->ring, key, d->self, d->r)) {
+    if (!self_is_replica(d, key)) {
         d->stats.not_replica++;
         return PL_DIR_NOT_REPLICA;
     }
@@ -505,7 +545,7 @@ static void on_publish(pl_dir *d, const uint8_t pk[32], const pl_cert *cert, con
     memcpy(p->client_pk, pk, 32);
     p->client_addr = *from;
     p->client_req = in->req;
-    p->n_rep = (uint8_t)pl_ring_replicas(d->ring, key, d->r, p->reps);
+    p->n_rep = (uint8_t)replicas(d, key, d->r, p->reps);
     p->deadline = now + PL_DIR_PUBLISH_TIMEOUT;
     pl_ovl_dir store = {.type = PL_OVL_STORE, .req = req_id(idx, p), .record = in->record,
                         .record_len = in->record_len};
@@ -598,7 +638,7 @@ static void on_lookup(pl_dir *d, const uint8_t pk[32], const pl_addr *from, cons
     p->client_req = in->req;
     memcpy(p->name, in->name, sizeof p->name);
     pl_ring_key_for_name(in->name, p->key);
-    p->n_rep = (uint8_t)pl_ring_replicas(d->ring, p->key, d->r, p->reps);
+    p->n_rep = (uint8_t)replicas(d, p->key, d->r, p->reps);
     /* The client skips replicas whose answers it could not use. */
     p->at = in->index < p->n_rep ? in->index : p->n_rep;
     lookup_step(d, idx, p, now);
@@ -630,7 +670,7 @@ static void on_fetch(pl_dir *d, const uint8_t pk[32], const pl_addr *from, const
         m.record = s->bytes;
         m.record_len = s->len;
     } else {
-        m.status = pl_ring_is_replica(d->ring, key, d->self, d->r) ? PL_DIR_NOT_FOUND : PL_DIR_NOT_REPLICA;
+        m.status = self_is_replica(d, key) ? PL_DIR_NOT_FOUND : PL_DIR_NOT_REPLICA;
     }
     d->stats.fetches_served++;
     send_msg(d, pk, from, &m, now);
@@ -732,7 +772,7 @@ static void presence_to(pl_dir *d, const subc *c, const sub *s, const uint8_t *r
 static void sub_watch(pl_dir *d, sub *s, uint8_t type, pl_time now)
 {
     uint8_t reps[MAX_R][32];
-    size_t n = pl_ring_replicas(d->ring, s->key, d->r, reps);
+    size_t n = replicas(d, s->key, d->r, reps);
     pl_ovl_dir m = {.type = type};
     memcpy(m.name, s->name, sizeof m.name);
     for (size_t i = 0; i < n; i++) {
@@ -932,7 +972,7 @@ void pl_dir_client_gone(pl_dir *d, const uint8_t pk[32], pl_time now)
     if (c->seq && c->name[0]) {
         uint8_t key[32], reps[MAX_R][32];
         pl_ring_key_for_name(c->name, key);
-        size_t n = pl_ring_replicas(d->ring, key, d->r, reps);
+        size_t n = replicas(d, key, d->r, reps);
         pl_ovl_dir m = {.type = PL_OVL_OFFLINE, .seq = c->seq};
         memcpy(m.name, c->name, sizeof m.name);
         for (size_t i = 0; i < n; i++) {
@@ -958,10 +998,51 @@ void pl_dir_client_gone(pl_dir *d, const uint8_t pk[32], pl_time now)
 static void membership_changed(pl_dir *d, pl_time now)
 {
     if (d->change_pending) return;
-    /* `before` must be the ring as it was before this batch of changes. */
-    if (pl_ring_copy(d->before, d->ring) != PL_RING_OK) return;
+    /* `before` is the membership as it was before this batch of changes. */
+    memcpy(d->before, d->alive, d->nbits / 8);
     d->change_pending = true;
     d->handover_at = now + PL_DIR_HANDOVER_DELAY;
+}
+
+/* Makes the bitmaps cover slot; false when memory runs out. */
+static bool bits_reserve(pl_dir *d, uint32_t at)
+{
+    if (at < d->nbits) return true;
+    uint32_t nbits = d->nbits ? d->nbits : 256;
+    while (nbits <= at) nbits *= 2;
+    uint64_t *a = d->mem->calloc(d->mem->ctx, nbits / 64, sizeof *a);
+    uint64_t *b = d->mem->calloc(d->mem->ctx, nbits / 64, sizeof *b);
+    if (!a || !b) {
+        if (a) d->mem->free(d->mem->ctx, a);
+        if (b) d->mem->free(d->mem->ctx, b);
+        return false;
+    }
+    if (d->alive) {
+        memcpy(a, d->alive, d->nbits / 8);
+        memcpy(b, d->before, d->nbits / 8);
+        d->mem->free(d->mem->ctx, d->alive);
+        d->mem->free(d->mem->ctx, d->before);
+    }
+    d->alive = a;
+    d->before = b;
+    d->nbits = nbits;
+    return true;
+}
+
+static void set_alive(pl_dir *d, const uint8_t pk[32], bool alive, pl_time now)
+{
+    pl_ring_err e = pl_ring_add(d->ring, pk);
+    if (e != PL_RING_OK && e != PL_RING_ERR_EXISTS) return;
+    uint32_t at = pl_ring_slot(d->ring, pk);
+    if (at == PL_RING_NO_SLOT || !bits_reserve(d, at) || bit(d->alive, d->nbits, at) == alive) return;
+    membership_changed(d, now);
+    if (alive) {
+        d->alive[at / 64] |= 1ull << (at % 64);
+        d->n_alive++;
+    } else {
+        d->alive[at / 64] &= ~(1ull << (at % 64));
+        d->n_alive--;
+    }
 }
 
 void pl_dir_member_up(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, pl_time now)
@@ -969,7 +1050,6 @@ void pl_dir_member_up(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, pl_t
     uint32_t i;
     if (pl_keymap_get(&d->member_by_pk, pk, &i)) {
         ((member *)pool_at(&d->members, i))->addr = *addr;
-        if (pl_ring_contains(d->ring, pk)) return;
     } else {
         i = pool_alloc(&d->members, d->mem);
         if (i == UINT32_MAX) return;
@@ -982,26 +1062,24 @@ void pl_dir_member_up(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, pl_t
         memcpy(m->pk, pk, 32);
         m->addr = *addr;
     }
-    membership_changed(d, now);
-    pl_ring_add(d->ring, pk);
+    set_alive(d, pk, true, now);
 }
 
 void pl_dir_member_down(pl_dir *d, const uint8_t pk[32], pl_time now)
 {
     uint32_t i;
     if (!pl_keymap_get(&d->member_by_pk, pk, &i) || is_self(d, pk)) return;
-    membership_changed(d, now);
-    pl_ring_remove(d->ring, pk);
+    set_alive(d, pk, false, now);
     pl_keymap_remove(&d->member_by_pk, pk);
     pool_release(&d->members, i);
 }
 
-size_t pl_dir_member_count(const pl_dir *d) { return pl_ring_count(d->ring); }
+size_t pl_dir_member_count(const pl_dir *d) { return d->n_alive; }
 
 size_t pl_dir_standby_for(const pl_dir *d, const uint8_t client_pk[32], pl_ovl_peer *out, size_t n)
 {
     uint8_t reps[MAX_R][32];
-    size_t k = pl_ring_replicas(d->ring, client_pk, n + 1 < MAX_R ? n + 1 : MAX_R, reps), got = 0;
+    size_t k = replicas(d, client_pk, n + 1 < MAX_R ? n + 1 : MAX_R, reps), got = 0;
     for (size_t i = 0; i < k && got < n; i++) {
         const member *m = member_of(d, reps[i]);
         if (is_self(d, reps[i]) || !m) continue;
@@ -1012,24 +1090,37 @@ size_t pl_dir_standby_for(const pl_dir *d, const uint8_t client_pk[32], pl_ovl_p
 }
 
 /* One pass over what we hold after membership settled: push records to new
- * replicas (if we are the sender the ring names), drop those we no longer
- * hold, and re-watch subscriptions whose replicas changed. */
+ * replicas (if we are the one that must: the first old replica still
+ * alive), drop those we no longer hold, and re-watch subscriptions whose
+ * replicas changed. */
 static void hand_over(pl_dir *d, pl_time now)
 {
     d->change_pending = false;
-    pl_ring_handover h;
     for (uint32_t i = 0; i < d->slots.high; i++) {
         slot *s = pool_at(&d->slots, i);
         if (!s->used || !s->bytes) continue;
-        pl_ring_handover_for(d->before, d->ring, s->key, d->r, d->self, &h);
-        if (!h.changed) continue;
-        if (h.sender) {
+        uint8_t a[MAX_R][32], b[MAX_R][32];
+        size_t na = replicas_in(d, d->before, s->key, d->r, a);
+        size_t nb = replicas(d, s->key, d->r, b);
+        if (na == nb && memcmp(a, b, na * 32) == 0) continue;
+        /* The sender: the first old replica that is still a member. */
+        bool sender = false;
+        for (size_t k = 0; k < na; k++) {
+            uint32_t sl = pl_ring_slot(d->ring, a[k]);
+            if (!bit(d->alive, d->nbits, sl)) continue;
+            sender = is_self(d, a[k]);
+            break;
+        }
+        if (sender) {
             pl_ovl_dir m = {.type = PL_OVL_STORE, .flags = PL_DIR_F_HANDOVER, .record = s->bytes,
                             .record_len = s->len};
-            for (size_t k = 0; k < h.n_added; k++) send_peer(d, h.added[k], &m, now);
-            d->stats.handed_over += h.n_added;
+            for (size_t k = 0; k < nb; k++) {
+                if (in_list(a, na, b[k]) || is_self(d, b[k])) continue;
+                send_peer(d, b[k], &m, now);
+                d->stats.handed_over++;
+            }
         }
-        if (!h.is_replica) {
+        if (!in_list(b, nb, d->self)) {
             slot_free_all(d, s, i);
             d->stats.dropped_not_replica++;
         }
@@ -1038,8 +1129,8 @@ static void hand_over(pl_dir *d, pl_time now)
         sub *s = pool_at(&d->subs, i);
         if (!s->used) continue;
         uint8_t a[MAX_R][32], b[MAX_R][32];
-        size_t na = pl_ring_replicas(d->before, s->key, d->r, a);
-        size_t nb = pl_ring_replicas(d->ring, s->key, d->r, b);
+        size_t na = replicas_in(d, d->before, s->key, d->r, a);
+        size_t nb = replicas(d, s->key, d->r, b);
         if (na != nb || memcmp(a, b, na * 32) != 0) sub_watch(d, s, PL_OVL_WATCH, now);
     }
 }
@@ -1159,11 +1250,17 @@ pl_dir_err pl_dir_new(pl_dir **out, const pl_dir_config *cfg, const pl_dir_io *i
     pl_keymap_init(&d->subc_by_id, mem, cfg->rng);
     pl_keymap_init(&d->client_by_pk, mem, cfg->rng);
     d->pend_gen = mem->calloc(mem->ctx, max_pending, sizeof *d->pend_gen);
-    if (!d->pend_gen || pl_ring_new(&d->ring, mem, cfg->vpoints) || pl_ring_new(&d->before, mem, cfg->vpoints)) {
+    if (cfg->shared_ring) {
+        d->ring = cfg->shared_ring;
+    } else if (pl_ring_new(&d->ring, mem, cfg->vpoints) == PL_RING_OK) {
+        d->own_ring = true;
+    }
+    if (!d->pend_gen || !d->ring) {
         pl_dir_free(d);
         return PL_DIRECTORY_ERR_NOMEM;
     }
-    pl_ring_add(d->ring, d->self);
+    set_alive(d, d->self, true, 0);
+    d->change_pending = false;
     *out = d;
     return PL_DIRECTORY_OK;
 }
@@ -1184,8 +1281,9 @@ void pl_dir_free(pl_dir *d)
     if (d->fetch_deadlines.e) mem->free(mem->ctx, d->fetch_deadlines.e);
     if (d->publish_deadlines.e) mem->free(mem->ctx, d->publish_deadlines.e);
     if (d->pend_gen) mem->free(mem->ctx, d->pend_gen);
-    pl_ring_free(d->ring);
-    pl_ring_free(d->before);
+    if (d->own_ring) pl_ring_free(d->ring);
+    if (d->alive) mem->free(mem->ctx, d->alive);
+    if (d->before) mem->free(mem->ctx, d->before);
     memset(d, 0, sizeof *d);
     mem->free(mem->ctx, d);
 }
@@ -1210,7 +1308,7 @@ size_t pl_dir_replicas_of(const pl_dir *d, const char *name, uint8_t out[][32])
     char norm[PL_NAME_MAX + 1];
     uint8_t key[32];
     if (!name_key(name, norm, key)) return 0;
-    return pl_ring_replicas(d->ring, key, d->r, out);
+    return replicas(d, key, d->r, out);
 }
 
 pl_dir_stats pl_dir_get_stats(const pl_dir *d) { return d->stats; }

@@ -58,6 +58,9 @@ typedef struct pl_dir_config {
     const pl_mem *mem;       /* NULL: the C heap */
     uint8_t replicas;        /* R; 0: PL_DIR_DEFAULT_REPLICAS */
     unsigned vpoints;        /* ring points per supernode; 0: the ring's default */
+    /* A ring to share (the simulator's supernodes share one): the directory
+     * only adds to it. NULL: its own. */
+    struct pl_ring *shared_ring;
     uint32_t max_records;    /* 0: PL_DIR_DEFAULT_MAX_RECORDS */
     uint32_t max_pending;    /* requests in flight; 0: PL_DIR_DEFAULT_MAX_PENDING, at most 65535 */
 } pl_dir_config;

@@ -509,6 +509,39 @@ bool pl_ring_is_replica(const pl_ring *g, const uint8_t key[32], const uint8_t p
     return false;
 }
 
+/* ---- views ----------------------------------------------------------------------------------------- */
+
+uint32_t pl_ring_slot(const pl_ring *g, const uint8_t pk[32])
+{
+    size_t at;
+    if (!find_pk(g, pk, &at) || g->members[g->by_pk[at]].state != SLOT_ALIVE) return PL_RING_NO_SLOT;
+    return g->by_pk[at];
+}
+
+uint32_t pl_ring_slot_limit(const pl_ring *g) { return g->n_slots; }
+
+const uint8_t *pl_ring_slot_key(const pl_ring *g, uint32_t slot)
+{
+    return slot < g->n_slots && g->members[slot].state == SLOT_ALIVE ? g->members[slot].pk : NULL;
+}
+
+size_t pl_ring_replicas_in(const pl_ring *g, const uint64_t *alive, uint32_t nbits, const uint8_t key[32], size_t r,
+                           uint32_t out[])
+{
+    if (r > PL_RING_MAX_REPLICAS) r = PL_RING_MAX_REPLICAS;
+    size_t n = 0;
+    walk w;
+    uint32_t slot;
+    walk_start(&w, g, pl_get_u64be(key));
+    while (n < r && walk_next(&w, &slot)) {
+        if (g->members[slot].state != SLOT_ALIVE || slot >= nbits || !(alive[slot / 64] >> (slot % 64) & 1)) continue;
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++) seen = out[k] == slot;
+        if (!seen) out[n++] = slot;
+    }
+    return n;
+}
+
 /* ---- handover -------------------------------------------------------------------------------------- */
 
 static bool in_set(const uint8_t set[][32], size_t n, const uint8_t pk[32])

@@ -93,6 +93,24 @@ size_t pl_ring_replicas(const pl_ring *ring, const uint8_t key[32], size_t r, ui
 /* Whether pk is among those r; stops walking as soon as it knows. */
 bool pl_ring_is_replica(const pl_ring *ring, const uint8_t key[32], const uint8_t pk[32], size_t r);
 
+/* ---- views: one ring, membership decided by the caller ----------------------------
+ * A supernode that keeps its members' liveness elsewhere (membership.h) can
+ * use a ring only as the table of points of every supernode it has heard
+ * of, added and never removed, and say per call which members count, by a
+ * bitmap over member slots. Slots of a ring that is only added to never
+ * change, so many supernodes of one simulation may share one ring, each
+ * with its own bitmap (1,250 bytes at 10,000 supernodes instead of 1.4 MB).
+ * PL_RING_NO_SLOT: not a member. */
+#define PL_RING_NO_SLOT UINT32_MAX
+uint32_t pl_ring_slot(const pl_ring *ring, const uint8_t pk[32]);
+/* Slots are below this. */
+uint32_t pl_ring_slot_limit(const pl_ring *ring);
+const uint8_t *pl_ring_slot_key(const pl_ring *ring, uint32_t slot);
+/* pl_ring_replicas counting only members whose slot's bit is set in alive
+ * (bit s of alive[s / 64]; slots at or past nbits count as absent). */
+size_t pl_ring_replicas_in(const pl_ring *ring, const uint64_t *alive, uint32_t nbits, const uint8_t key[32],
+                           size_t r, uint32_t out_slots[]);
+
 /* What one supernode does with one record when membership changed from
  * `before` to `after` (one change or a batch; before is a pl_ring_copy made
  * earlier). The rule that keeps pushes few: of the old replicas still in
