@@ -16,10 +16,13 @@ endif
 CC ?= cc
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
        -Wformat=2 -Wno-unused-parameter -Werror
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io -Isrc/sim -MMD -MP $(CFLAGS)
-LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lm -lpthread $(LDLIBS)
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io -Isrc/sim -Isrc/media -MMD -MP $(CFLAGS)
+# Voice: Opus (codec), speexdsp (echo canceller, noise suppressor, resampler),
+# PortAudio (sound devices, src/media/audio_device.c only).
+MEDIA_LIBS = -lopus -lspeexdsp -lportaudio
+LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 $(MEDIA_LIBS) -lm -lpthread $(LDLIBS)
 
-LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c)
+LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c src/media/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB       := $(BUILD)/libparley.a
 
@@ -75,11 +78,11 @@ bench: all
 # `make fuzz FUZZ_SECONDS=600` runs a longer campaign.
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 15
-FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/core -Isrc/io -Isrc/sim
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/core -Isrc/io -Isrc/sim -Isrc/media
 FUZZERS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 $(FUZZ_BUILD)/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -o $@ -lsodium -lsqlite3 -lm -lpthread
+	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -o $@ -lsodium -lsqlite3 $(MEDIA_LIBS) -lm -lpthread
 
 fuzz: $(FUZZERS)
 	@fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZERS)

@@ -2,7 +2,8 @@
 # Installs the Debian packages Parley needs to build and test, if missing.
 # Safe to run again: it installs nothing when everything is present.
 set -eu
-PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev clang libclang-rt-14-dev iproute2 nftables)
+PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev clang libclang-rt-14-dev iproute2 nftables
+          libopus-dev libspeexdsp-dev portaudio19-dev espeak-ng sox)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
