@@ -265,13 +265,17 @@ pl_jitter_frame pl_jitter_pull(pl_jitter *jb, pl_time now)
         jb->playing = true;
     }
 
+    /* In silence the delay is set a little above the target (by the
+     * hysteresis), so that a receiver clock running fast has room to drift
+     * through the next talk spurt before a frame must be inserted in it. */
+    const int64_t headroom = (int64_t)jb->cfg.hysteresis;
     for (int pass = 0; pass < 2; pass++) {
         int64_t slack = (int64_t)now - (ts_us(jb->next_ts) + play_offset);
         bool silent = jb->peer_hold || jb->in_silence;
         slot *p = find_frame(jb, jb->next_ts);
         if (p) {
             bool p_silent = silent || (p->flags & PL_MPKT_F_SILENCE);
-            if (slack < 0 && (p_silent || slack < -FRAME_US / 2)) {
+            if ((p_silent && slack < headroom) || slack < -FRAME_US / 2) {
                 f.action = p_silent ? PL_JITTER_SILENCE : PL_JITTER_CONCEAL;
                 f.inserted = true;
                 break;
@@ -301,7 +305,7 @@ pl_jitter_frame pl_jitter_pull(pl_jitter *jb, pl_time now)
         }
         slot *e = find_earliest(jb);
         bool dtx_gap = silent || (e && jb->have_last_seq && e->seq == jb->last_seq + 1);
-        if (slack < 0) {
+        if (slack < (dtx_gap ? headroom : 0)) {
             f.action = dtx_gap ? PL_JITTER_SILENCE : PL_JITTER_CONCEAL;
             f.inserted = true;
             break;
@@ -349,6 +353,8 @@ pl_jitter_frame pl_jitter_pull(pl_jitter *jb, pl_time now)
 pl_jitter_stats pl_jitter_get_stats(const pl_jitter *jb)
 {
     pl_jitter_stats s = jb->st;
+    s.buffered = 0;
+    for (int i = 0; i < PL_JITTER_SLOTS; i++) s.buffered += jb->slots[i].used;
     s.delay_avg = jb->delay_n ? (pl_time)(jb->delay_sum / jb->delay_n) : 0;
     s.wait_avg = jb->wait_n ? (pl_time)(jb->wait_sum / jb->wait_n) : 0;
     return s;

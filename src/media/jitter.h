@@ -81,6 +81,7 @@ typedef struct pl_jitter_stats {
     uint64_t dropped;    /* frames skipped to shrink the delay */
     uint64_t overflow;   /* packets refused because the buffer was full */
     uint64_t resyncs;    /* restarts after a jump in the peer's timestamps */
+    uint32_t buffered;   /* packets waiting now */
     pl_time target;      /* current target above the fastest recent packet */
     pl_time delay;       /* the pointer's delay above the fastest recent packet at the last tick */
     pl_time delay_avg;   /* its average over the ticks that played audio */
