@@ -84,6 +84,38 @@ size_t pl_test_best_lag(const int16_t *a, const int16_t *b, size_t n, size_t max
     return best_lag;
 }
 
+size_t pl_test_best_lag_fast(const int16_t *a, const int16_t *b, size_t n, size_t max_lag, double *best)
+{
+    size_t na = n / 8, nb = (n + max_lag) / 8;
+    int16_t *da = malloc(sizeof *da * (na + 1)), *db = malloc(sizeof *db * (nb + 1));
+    if (!da || !db) abort();
+    for (size_t i = 0; i < na; i++) {
+        int s = 0;
+        for (int k = 0; k < 8; k++) s += a[i * 8 + (size_t)k];
+        da[i] = (int16_t)(s / 8);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        int s = 0;
+        for (int k = 0; k < 8; k++) s += b[i * 8 + (size_t)k];
+        db[i] = (int16_t)(s / 8);
+    }
+    size_t coarse = pl_test_best_lag(da, db, na, max_lag / 8, NULL) * 8;
+    free(da);
+    free(db);
+    size_t lo = coarse >= 8 ? coarse - 8 : 0, hi = coarse + 8 > max_lag ? max_lag : coarse + 8;
+    size_t best_lag = lo;
+    double best_c = -2;
+    for (size_t lag = lo; lag <= hi; lag++) {
+        double c = pl_test_corr(a, b, n, lag);
+        if (c > best_c) {
+            best_c = c;
+            best_lag = lag;
+        }
+    }
+    if (best) *best = best_c;
+    return best_lag;
+}
+
 double pl_test_rms(const int16_t *a, size_t n)
 {
     double s = 0;

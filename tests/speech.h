@@ -20,6 +20,10 @@ int16_t *pl_test_speech_files(const char *text, const char *dir, size_t *n);
 double pl_test_corr(const int16_t *a, const int16_t *b, size_t n, size_t lag);
 /* The lag in [0, max_lag] that maximises the correlation; *best gets it. */
 size_t pl_test_best_lag(const int16_t *a, const int16_t *b, size_t n, size_t max_lag, double *best);
+/* The same, fast for long lags: a coarse search on the signals averaged over
+ * 8 samples (speech lives below 3 kHz) in steps of 8, then the full search
+ * within 8 samples of the coarse best. */
+size_t pl_test_best_lag_fast(const int16_t *a, const int16_t *b, size_t n, size_t max_lag, double *best);
 /* Root mean square of n samples. */
 double pl_test_rms(const int16_t *a, size_t n);
 
