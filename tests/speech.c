@@ -33,8 +33,8 @@ int16_t *pl_test_speech_files(const char *text, const char *dir, size_t *n)
      * enough. */
     snprintf(cmd, sizeof cmd,
              "espeak-ng -w '%s/speech22k.wav' '%s' && "
-             "sox '%s/speech22k.wav' -r 48000 -c 1 -b 16 -e signed-integer '%s/speech48k.wav' && "
-             "sox '%s/speech48k.wav' -t raw '%s'",
+             "sox -V1 '%s/speech22k.wav' -r 48000 -c 1 -b 16 -e signed-integer '%s/speech48k.wav' && "
+             "sox -V1 '%s/speech48k.wav' -t raw '%s'",
              dir, text, dir, dir, dir, raw);
     if (system(cmd) != 0) return NULL;
     int16_t *pcm = read_raw(raw, n);
