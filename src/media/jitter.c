@@ -156,7 +156,7 @@ void pl_jitter_put(pl_jitter *jb, uint16_t seq, uint32_t timestamp, uint8_t flag
                    pl_time now)
 {
     if (len == 0 || len > PL_VOICE_MAX_PACKET) return;
-    uint64_t ext_seq, ext_ts;
+    uint64_t ext_seq = 0, ext_ts = 0;
     if (jb->started) {
         ext_seq = pl_rxstats_extend16(jb->max_seq, seq);
         ext_ts = pl_rxstats_extend32(jb->max_ts, timestamp);
