@@ -262,6 +262,12 @@ pl_media_err pl_media_receive(pl_media *m, const uint8_t *data, size_t len, pl_t
     }
     m->st.packets_received++;
     m->st.bytes_received += len;
+    if (m->peer_hold) {
+        /* Voice means the peer resumed, even if the report that said so was
+         * lost. */
+        m->peer_hold = false;
+        pl_jitter_set_peer_hold(m->jb, false);
+    }
     pl_rxstats_packet(&m->rx, v.seq, v.timestamp, now);
     pl_jitter_put(m->jb, v.seq, v.timestamp, v.flags, v.opus, v.opus_len, now);
     return PL_MEDIA_OK;

@@ -50,8 +50,12 @@ typedef struct pl_voice_enc_config {
     bool no_dtx;    /* turn DTX off */
 } pl_voice_enc_config;
 
-/* Complexity 8 costs about 0.2 ms per frame here (bench_media) and is where
- * Opus's quality curve flattens. */
+/* Complexity 8. Measured on espeak-ng speech at 32 kbit/s, 3 to 10 give the
+ * same waveform fidelity (correlation 0.953-0.957), and 7 and above cost half
+ * as much again: they switch on Opus's signal analysis. Without it, DTX
+ * judges by SILK's voice detector alone, which took a steady tone for
+ * silence (sent one frame in five) and faint white noise for sound; with it
+ * both are right. Headless calls play tones, so the analysis stays on. */
 #define PL_VOICE_DEFAULT_COMPLEXITY 8
 
 typedef struct pl_voice_enc pl_voice_enc;
