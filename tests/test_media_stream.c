@@ -371,6 +371,7 @@ typedef struct endpoint {
     pl_time period;
     pl_time stop;
     bool mute_at_half, hold_at_half;
+    size_t resume_at; /* frame at which a hold ends (0: never) */
 } endpoint;
 
 static void ep_send(void *ctx, const uint8_t *payload, size_t len)
@@ -397,6 +398,7 @@ static void ep_timer(void *ctx, pl_time now)
         if (e->mute_at_half) pl_media_set_mute(e->m, true);
         if (e->hold_at_half) pl_media_set_hold(e->m, true, now);
     }
+    if (e->resume_at && e->pos == e->resume_at) pl_media_set_hold(e->m, false, now);
     e->pos++;
     pl_media_capture(e->m, frame, now);
     pl_media_pull(e->m, frame, now);
@@ -529,7 +531,8 @@ static void test_call_over_lossy_jittery_network(void)
 }
 
 /* Mute: packets dwindle to DTX. Hold: no voice at all, the peer plays
- * silence and does not count it as concealment. */
+ * silence and does not count it as concealment; after resuming the voice
+ * comes back. */
 static void test_mute_and_hold(void)
 {
     load_speech();
@@ -546,8 +549,12 @@ static void test_mute_and_hold(void)
         endpoint a, b;
         ep_init(&a, net, "192.0.2.1:5000", "192.0.2.2:5000", tone, frames, frames, T0, stop);
         ep_init(&b, net, "192.0.2.2:5000", "192.0.2.1:5000", NULL, 0, frames, T0 + 3 * PL_MSEC, stop);
-        if (mode == 0) a.mute_at_half = true;
-        else a.hold_at_half = true;
+        if (mode == 0) {
+            a.mute_at_half = true;
+        } else {
+            a.hold_at_half = true;
+            a.resume_at = frames * 3 / 4;
+        }
         pl_simnet_run_until(net, T0 + frames / 2 * 20 * PL_MSEC);
         pl_media_stats half;
         pl_media_get_stats(a.m, &half);
@@ -568,13 +575,15 @@ static void test_mute_and_hold(void)
             /* The last tenth of B's output is comfort noise at most, not a tone. */
             CHECK(pl_test_rms(b.out + (frames - 50) * FRAME, 40 * FRAME) < 100);
         } else {
-            CHECK(sa.on_hold);
-            CHECK(sb.peer_on_hold);
-            CHECK_EQ(second_half, 0);
-            CHECK(sb.frames_silence >= 240);
+            /* Held for a quarter of the call, then resumed. */
+            CHECK(!sa.on_hold);
+            CHECK(!sb.peer_on_hold);
+            CHECK(second_half >= 120 && second_half <= 126);
+            CHECK(sb.frames_silence >= 120);
             CHECK(sb.frames_concealed <= 3);
-            for (size_t i = (frames - 50) * FRAME; i < frames * FRAME; i++) CHECK_EQ(b.out[i], 0);
-            /* Reports still flow while on hold. */
+            for (size_t i = (frames * 55 / 100) * FRAME; i < (frames * 70 / 100) * FRAME; i++) CHECK_EQ(b.out[i], 0);
+            CHECK(pl_test_rms(b.out + (frames - 40) * FRAME, 30 * FRAME) > 2000);
+            /* Reports flowed while on hold. */
             CHECK(sa.reports_sent >= 8);
         }
         CHECK(bhalf.frames_played >= 230);
