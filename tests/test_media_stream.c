@@ -447,8 +447,18 @@ static double piecewise_corr(const int16_t *src, size_t src_frames, const int16_
     return pieces ? sum / pieces : 0;
 }
 
+static void run_call_drift(pl_sim_link link, uint64_t seed, pl_time b_period, pl_media_stats *sa,
+                           pl_media_stats *sb, double *corr_ab, double *corr_ba);
+
 static void run_call(pl_sim_link link, uint64_t seed, pl_media_stats *sa, pl_media_stats *sb, double *corr_ab,
                      double *corr_ba)
+{
+    run_call_drift(link, seed, 20 * PL_MSEC, sa, sb, corr_ab, corr_ba);
+}
+
+/* B's sound card runs at b_period per frame (A's at exactly 20 ms). */
+static void run_call_drift(pl_sim_link link, uint64_t seed, pl_time b_period, pl_media_stats *sa,
+                           pl_media_stats *sb, double *corr_ab, double *corr_ba)
 {
     load_speech();
     pl_simnet *net = pl_simnet_new(seed, T0);
@@ -461,6 +471,7 @@ static void run_call(pl_sim_link link, uint64_t seed, pl_media_stats *sa, pl_med
     /* B talks too (the same words), its clock 7 ms out of phase. */
     ep_init(&b, net, "192.0.2.2:5000", "192.0.2.1:5000", speech, speech_frames, out_frames, T0 + 7 * PL_MSEC,
             stop);
+    b.period = b_period;
     pl_simnet_run_until(net, stop + PL_SEC);
     pl_media_get_stats(a.m, sa);
     pl_media_get_stats(b.m, sb);
@@ -528,6 +539,28 @@ static void test_call_over_lossy_jittery_network(void)
     CHECK(sb.concealed_fraction < 0.08);
     CHECK(sb.late <= sa.packets_sent / 20);
     CHECK(sb.jb_delay_avg <= 80 * PL_MSEC);
+}
+
+/* The two sound cards' clocks differ by 0.5% (fifty times what cards
+ * usually do): each jitter buffer follows,
+ * one by dropping frames and the other by inserting them, mostly in the
+ * pauses, and the speech still comes through. */
+static void test_call_with_clock_drift(void)
+{
+    pl_sim_link link = {.latency = 30 * PL_MSEC, .jitter = 5 * PL_MSEC};
+    pl_media_stats sa, sb;
+    double cab, cba;
+    run_call_drift(link, 4, 20100, &sa, &sb, &cab, &cba);
+    print_stats("B 0.5% slow: A", &sa);
+    print_stats("B 0.5% slow: B", &sb);
+    printf("  inserted by A %llu, dropped by B %llu; speech correlation A->B %.3f, B->A %.3f\n",
+           (unsigned long long)sa.inserted, (unsigned long long)sb.dropped, cab, cba);
+    /* About 8 s at 0.5%: 40 ms, two frames each way. */
+    CHECK(sa.inserted >= 2);
+    CHECK(sb.dropped >= 2);
+    CHECK(sa.frames_concealed + sb.frames_concealed <= 6);
+    CHECK(sa.jb_delay <= 60 * PL_MSEC && sb.jb_delay <= 60 * PL_MSEC);
+    CHECK(cab >= 0.85 && cba >= 0.85);
 }
 
 /* Mute: packets dwindle to DTX. Hold: no voice at all, the peer plays
@@ -606,6 +639,7 @@ int main(void)
     RUN(test_hostile_payloads_refused);
     RUN(test_call_over_clean_network);
     RUN(test_call_over_lossy_jittery_network);
+    RUN(test_call_with_clock_drift);
     RUN(test_mute_and_hold);
     free(speech);
     return pl_test_summary();

@@ -133,6 +133,19 @@ static void window_add(pl_jitter *jb, int64_t d)
     jb->count++;
 }
 
+#define RECENT 50 /* samples: one second of talk */
+
+static int64_t recent_min(const pl_jitter *jb)
+{
+    int n = jb->count < RECENT ? jb->count : RECENT;
+    int64_t m = INT64_MAX;
+    for (int i = 1; i <= n; i++) {
+        int64_t d = jb->ring[(jb->head - i + PL_JITTER_WINDOW) % PL_JITTER_WINDOW];
+        if (d < m) m = d;
+    }
+    return m;
+}
+
 static slot *find_frame(pl_jitter *jb, uint64_t ts)
 {
     for (int i = 0; i < PL_JITTER_SLOTS; i++) {
@@ -245,9 +258,13 @@ pl_jitter_frame pl_jitter_pull(pl_jitter *jb, pl_time now)
         jb->st.empty++;
         return f;
     }
-    int64_t dmin = jb->sorted[0];
+    /* The fastest packet of the last second is the reference the delay is
+     * measured from: the whole window's fastest would be stale when the two
+     * clocks drift apart. */
+    int64_t dmin = recent_min(jb);
     int idx = (int)(((int64_t)(jb->count - 1) * jb->cfg.quantile_permille + 500) / 1000);
     int64_t target = jb->sorted[idx] - dmin + (int64_t)jb->cfg.margin;
+    if (target < (int64_t)jb->cfg.margin) target = (int64_t)jb->cfg.margin;
     if (jb->loss_q16 > FEC_LOSS_Q16) target += FRAME_US;
     if (target > (int64_t)jb->cfg.max_delay) target = (int64_t)jb->cfg.max_delay;
     jb->st.target = (pl_time)target;

@@ -82,8 +82,8 @@ typedef struct pl_jitter_stats {
     uint64_t overflow;   /* packets refused because the buffer was full */
     uint64_t resyncs;    /* restarts after a jump in the peer's timestamps */
     uint32_t buffered;   /* packets waiting now */
-    pl_time target;      /* current target above the fastest recent packet */
-    pl_time delay;       /* the pointer's delay above the fastest recent packet at the last tick */
+    pl_time target;      /* current target above the fastest packet of the last second */
+    pl_time delay;       /* the pointer's delay above the fastest packet of the last second, at the last tick */
     pl_time delay_avg;   /* its average over the ticks that played audio */
     pl_time wait_avg;    /* average time a played packet spent in the buffer */
 } pl_jitter_stats;
