@@ -1,0 +1,212 @@
+/* voice_codec.c - Opus voice encoder and decoder; see voice_codec.h. */
+#include "voice_codec.h"
+
+#include <opus/opus.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pl_voice_enc {
+    OpusEncoder *opus;
+    int bitrate;
+    int loss_perc;
+    int lookahead;
+};
+
+struct pl_voice_dec {
+    OpusDecoder *opus;
+};
+
+const char *pl_voice_strerror(pl_voice_err err)
+{
+    switch (err) {
+    case PL_VOICE_OK: return "ok";
+    case PL_VOICE_ERR_NOMEM: return "out of memory";
+    case PL_VOICE_ERR_ARG: return "a codec setting is out of range";
+    case PL_VOICE_ERR_CODEC: return "the Opus library refused the frame";
+    case PL_VOICE_ERR_PACKET: return "not a 20 ms mono Opus packet";
+    }
+    return "unknown voice codec error";
+}
+
+pl_voice_err pl_voice_enc_new(pl_voice_enc **out, const pl_voice_enc_config *config)
+{
+    *out = NULL;
+    int bitrate = config && config->bitrate ? config->bitrate : 32000;
+    int complexity = config && config->complexity >= 0 ? config->complexity : PL_VOICE_DEFAULT_COMPLEXITY;
+    if (!config) complexity = PL_VOICE_DEFAULT_COMPLEXITY;
+    int loss = config ? config->loss_perc : 0;
+    if (bitrate < PL_VOICE_BITRATE_MIN || bitrate > PL_VOICE_BITRATE_MAX || complexity > 10 || loss < 0 ||
+        loss > 100)
+        return PL_VOICE_ERR_ARG;
+    pl_voice_enc *enc = calloc(1, sizeof *enc);
+    if (!enc) return PL_VOICE_ERR_NOMEM;
+    int err = 0;
+    enc->opus = opus_encoder_create(PL_VOICE_RATE, 1, OPUS_APPLICATION_VOIP, &err);
+    if (!enc->opus || err != OPUS_OK) {
+        free(enc);
+        return err == OPUS_ALLOC_FAIL ? PL_VOICE_ERR_NOMEM : PL_VOICE_ERR_CODEC;
+    }
+    bool fec = !(config && config->no_fec);
+    bool dtx = !(config && config->no_dtx);
+    if (opus_encoder_ctl(enc->opus, OPUS_SET_BITRATE(bitrate)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_SET_COMPLEXITY(complexity)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_SET_SIGNAL(OPUS_SIGNAL_VOICE)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_SET_INBAND_FEC(fec ? 1 : 0)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_SET_PACKET_LOSS_PERC(loss)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_SET_DTX(dtx ? 1 : 0)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_GET_LOOKAHEAD(&enc->lookahead)) != OPUS_OK) {
+        pl_voice_enc_free(enc);
+        return PL_VOICE_ERR_CODEC;
+    }
+    enc->bitrate = bitrate;
+    enc->loss_perc = loss;
+    *out = enc;
+    return PL_VOICE_OK;
+}
+
+void pl_voice_enc_free(pl_voice_enc *enc)
+{
+    if (!enc) return;
+    if (enc->opus) opus_encoder_destroy(enc->opus);
+    free(enc);
+}
+
+pl_voice_err pl_voice_encode(pl_voice_enc *enc, const int16_t pcm[PL_VOICE_FRAME], uint8_t *out, size_t *len,
+                             bool *dtx)
+{
+    *len = 0;
+    *dtx = false;
+    opus_int32 n = opus_encode(enc->opus, pcm, PL_VOICE_FRAME, out, PL_VOICE_MAX_PACKET);
+    if (n < 0) return PL_VOICE_ERR_CODEC;
+    opus_int32 in_dtx = 0;
+    if (opus_encoder_ctl(enc->opus, OPUS_GET_IN_DTX(&in_dtx)) != OPUS_OK) in_dtx = 0;
+    *len = (size_t)n;
+    /* A frame of one or two bytes carries no audio: the encoder is in DTX
+     * whatever the flag says. */
+    *dtx = in_dtx != 0 || n <= 2;
+    return PL_VOICE_OK;
+}
+
+pl_voice_err pl_voice_enc_set_bitrate(pl_voice_enc *enc, int bitrate)
+{
+    if (bitrate < PL_VOICE_BITRATE_MIN || bitrate > PL_VOICE_BITRATE_MAX) return PL_VOICE_ERR_ARG;
+    if (bitrate == enc->bitrate) return PL_VOICE_OK;
+    if (opus_encoder_ctl(enc->opus, OPUS_SET_BITRATE(bitrate)) != OPUS_OK) return PL_VOICE_ERR_CODEC;
+    enc->bitrate = bitrate;
+    return PL_VOICE_OK;
+}
+
+int pl_voice_enc_bitrate(const pl_voice_enc *enc) { return enc->bitrate; }
+
+pl_voice_err pl_voice_enc_set_loss(pl_voice_enc *enc, int loss_perc)
+{
+    if (loss_perc < 0 || loss_perc > 100) return PL_VOICE_ERR_ARG;
+    if (loss_perc == enc->loss_perc) return PL_VOICE_OK;
+    if (opus_encoder_ctl(enc->opus, OPUS_SET_PACKET_LOSS_PERC(loss_perc)) != OPUS_OK) return PL_VOICE_ERR_CODEC;
+    enc->loss_perc = loss_perc;
+    return PL_VOICE_OK;
+}
+
+int pl_voice_enc_loss(const pl_voice_enc *enc) { return enc->loss_perc; }
+
+pl_voice_err pl_voice_enc_set_complexity(pl_voice_enc *enc, int complexity)
+{
+    if (complexity < 0 || complexity > 10) return PL_VOICE_ERR_ARG;
+    return opus_encoder_ctl(enc->opus, OPUS_SET_COMPLEXITY(complexity)) == OPUS_OK ? PL_VOICE_OK
+                                                                                   : PL_VOICE_ERR_CODEC;
+}
+
+int pl_voice_enc_lookahead(const pl_voice_enc *enc) { return enc->lookahead; }
+
+pl_voice_err pl_voice_dec_new(pl_voice_dec **out)
+{
+    *out = NULL;
+    pl_voice_dec *dec = calloc(1, sizeof *dec);
+    if (!dec) return PL_VOICE_ERR_NOMEM;
+    int err = 0;
+    dec->opus = opus_decoder_create(PL_VOICE_RATE, 1, &err);
+    if (!dec->opus || err != OPUS_OK) {
+        free(dec);
+        return err == OPUS_ALLOC_FAIL ? PL_VOICE_ERR_NOMEM : PL_VOICE_ERR_CODEC;
+    }
+    *out = dec;
+    return PL_VOICE_OK;
+}
+
+void pl_voice_dec_free(pl_voice_dec *dec)
+{
+    if (!dec) return;
+    if (dec->opus) opus_decoder_destroy(dec->opus);
+    free(dec);
+}
+
+void pl_voice_conceal(pl_voice_dec *dec, int16_t pcm[PL_VOICE_FRAME])
+{
+    if (opus_decode(dec->opus, NULL, 0, pcm, PL_VOICE_FRAME, 0) != PL_VOICE_FRAME)
+        memset(pcm, 0, sizeof(int16_t) * PL_VOICE_FRAME);
+}
+
+pl_voice_err pl_voice_decode(pl_voice_dec *dec, const uint8_t *packet, size_t len, int16_t pcm[PL_VOICE_FRAME])
+{
+    if (pl_voice_packet_check(packet, len) != PL_VOICE_OK) {
+        pl_voice_conceal(dec, pcm);
+        return PL_VOICE_ERR_PACKET;
+    }
+    int n = opus_decode(dec->opus, packet, (opus_int32)len, pcm, PL_VOICE_FRAME, 0);
+    if (n != PL_VOICE_FRAME) {
+        pl_voice_conceal(dec, pcm);
+        return PL_VOICE_ERR_CODEC;
+    }
+    return PL_VOICE_OK;
+}
+
+void pl_voice_decode_fec(pl_voice_dec *dec, const uint8_t *next, size_t len, int16_t pcm[PL_VOICE_FRAME],
+                         bool *had_fec)
+{
+    *had_fec = false;
+    if (!pl_voice_packet_has_fec(next, len)) {
+        pl_voice_conceal(dec, pcm);
+        return;
+    }
+    if (opus_decode(dec->opus, next, (opus_int32)len, pcm, PL_VOICE_FRAME, 1) != PL_VOICE_FRAME) {
+        pl_voice_conceal(dec, pcm);
+        return;
+    }
+    *had_fec = true;
+}
+
+pl_voice_err pl_voice_packet_check(const uint8_t *packet, size_t len)
+{
+    if (!packet || len < 1 || len > PL_VOICE_MAX_PACKET) return PL_VOICE_ERR_PACKET;
+    /* Bit 2 of the table-of-contents byte is the stereo flag. */
+    if (packet[0] & 0x04) return PL_VOICE_ERR_PACKET;
+    int samples = opus_packet_get_nb_samples(packet, (opus_int32)len, PL_VOICE_RATE);
+    if (samples != PL_VOICE_FRAME) return PL_VOICE_ERR_PACKET;
+    /* opus_packet_get_nb_samples reads only the TOC and the frame count;
+     * parsing the frame lengths catches a truncated or padded-wrong packet
+     * before the decoder sees it. */
+    const unsigned char *frames[48];
+    opus_int16 sizes[48];
+    unsigned char toc;
+    if (opus_packet_parse(packet, (opus_int32)len, &toc, frames, sizes, NULL) < 1) return PL_VOICE_ERR_PACKET;
+    return PL_VOICE_OK;
+}
+
+bool pl_voice_packet_has_fec(const uint8_t *packet, size_t len)
+{
+    if (pl_voice_packet_check(packet, len) != PL_VOICE_OK) return false;
+    /* LBRR (Opus's FEC) exists only in SILK and hybrid modes: TOC
+     * configurations 0-15. */
+    if ((packet[0] >> 3) >= 16) return false;
+    const unsigned char *frames[48];
+    opus_int16 sizes[48];
+    unsigned char toc;
+    int nframes = opus_packet_parse(packet, (opus_int32)len, &toc, frames, sizes, NULL);
+    if (nframes < 1 || sizes[0] < 1) return false;
+    /* RFC 6716 section 4.2.3: the SILK header flags are coded with uniform
+     * probability, so they are the high bits of the frame's first byte: one
+     * VAD flag per 20 ms SILK frame, then the LBRR flag. A 10 ms packet has
+     * one SILK frame, a 20 ms one also one (a 20 ms SILK frame). */
+    int silk_frames = 1;
+    return ((frames[0][0] >> (7 - silk_frames)) & 1) != 0;
+}
