@@ -458,10 +458,41 @@ static void hundred_thousand_endpoints_a_million_datagrams(void)
     pl_simnet_free(net);
 }
 
+/* A latency model: endpoints in the same /16 are 5 ms apart, others 80 ms;
+ * an explicit override still wins. */
+static pl_sim_link regions(void *ctx, const pl_addr *from, const pl_addr *to)
+{
+    (void)ctx;
+    bool near = from->ip[1] == to->ip[1];
+    return (pl_sim_link){near ? 5 * PL_MSEC : 80 * PL_MSEC, 0, 0};
+}
+
+static void a_latency_model_sets_links_without_a_table(void)
+{
+    pl_simnet *net = pl_simnet_new(3, T0);
+    pl_simnet_set_link_model(net, regions, NULL);
+    rec_ctx ra = {.min_delay = PL_TIME_NEVER}, rb = {.min_delay = PL_TIME_NEVER}, rc = {.min_delay = PL_TIME_NEVER};
+    pl_addr a = ep_addr(1), b = ep_addr(2), c = ep_addr(0x10000 + 3);
+    CHECK(pl_simnet_attach(net, &a, record, &ra));
+    CHECK(pl_simnet_attach(net, &b, record, &rb));
+    CHECK(pl_simnet_attach(net, &c, record, &rc));
+    pl_time now = pl_simnet_now(net);
+    pl_simnet_send(net, &a, &b, (const uint8_t *)&now, sizeof now);
+    pl_simnet_send(net, &a, &c, (const uint8_t *)&now, sizeof now);
+    pl_simnet_set_link(net, &c, &a, (pl_sim_link){1 * PL_MSEC, 0, 0});
+    pl_simnet_send(net, &c, &a, (const uint8_t *)&now, sizeof now);
+    while (pl_simnet_step(net)) {}
+    CHECK_EQ(rb.min_delay, 5 * PL_MSEC);
+    CHECK_EQ(rc.min_delay, 80 * PL_MSEC);
+    CHECK_EQ(ra.min_delay, 1 * PL_MSEC);
+    pl_simnet_free(net);
+}
+
 int main(void)
 {
     RUN(latency_and_jitter_are_applied);
     RUN(links_override_one_direction);
+    RUN(a_latency_model_sets_links_without_a_table);
     RUN(loss_rate_is_within_statistical_bounds);
     RUN(same_seed_same_run_different_seed_different_run);
     RUN(same_time_events_run_in_creation_order);

@@ -201,6 +201,8 @@ struct pl_simnet {
     uint64_t seq;
     pl_rng_seeded rng;
     pl_sim_link default_link;
+    pl_sim_link_fn link_fn; /* the latency model, or NULL */
+    void *link_ctx;
     pl_sim_stats stats;
 
     heap_ent *heap;
@@ -452,13 +454,20 @@ void pl_simnet_set_link(pl_simnet *net, const pl_addr *from, const pl_addr *to, 
     e->link = link;
 }
 
-static const pl_sim_link *link_for(const pl_simnet *net, const pl_addr *from, const pl_addr *to)
+void pl_simnet_set_link_model(pl_simnet *net, pl_sim_link_fn fn, void *ctx)
+{
+    net->link_fn = fn;
+    net->link_ctx = ctx;
+}
+
+static pl_sim_link link_for(const pl_simnet *net, const pl_addr *from, const pl_addr *to)
 {
     if (net->links_len > 0) {
         link_ent *e = link_slot(net->links, net->links_cap, from, to);
-        if (e->from.family != PL_AF_NONE) return &e->link;
+        if (e->from.family != PL_AF_NONE) return e->link;
     }
-    return &net->default_link;
+    if (net->link_fn) return net->link_fn(net->link_ctx, from, to);
+    return net->default_link;
 }
 
 /* ---- sending and timers ---- */
@@ -466,7 +475,8 @@ static const pl_sim_link *link_for(const pl_simnet *net, const pl_addr *from, co
 void pl_simnet_send(pl_simnet *net, const pl_addr *from, const pl_addr *to, const uint8_t *data, size_t len)
 {
     pl_addr f = norm(from), t = norm(to);
-    const pl_sim_link *link = link_for(net, &f, &t);
+    pl_sim_link l = link_for(net, &f, &t);
+    const pl_sim_link *link = &l;
     const pl_rng *rng = &net->rng.rng;
     net->stats.sent++;
     net->stats.bytes_sent += len;

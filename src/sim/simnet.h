@@ -36,6 +36,12 @@ pl_time pl_simnet_now(const pl_simnet *net);
 /* The run's seeded generator, for the cores' pl_rng. */
 const pl_rng *pl_simnet_rng(pl_simnet *net);
 
+/* A latency model: the link for a pair without an override, computed (for
+ * example from regions the addresses are in) instead of stored, so a
+ * million endpoints need no table of pairs. NULL: the default link. */
+typedef pl_sim_link (*pl_sim_link_fn)(void *ctx, const pl_addr *from, const pl_addr *to);
+void pl_simnet_set_link_model(pl_simnet *net, pl_sim_link_fn fn, void *ctx);
+
 /* The default link for every pair, and an override for one direction. */
 void pl_simnet_set_default_link(pl_simnet *net, pl_sim_link link);
 void pl_simnet_set_link(pl_simnet *net, const pl_addr *from, const pl_addr *to, pl_sim_link link);
