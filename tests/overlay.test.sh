@@ -72,6 +72,9 @@ for i in $(seq 1 $N_SN); do
         finish
 done
 ok "5 supernodes listen on 127.0.0.2-6"
+# Supernodes answer standard STUN Binding requests on their address.
+out=$(timeout 3 turnutils_stunclient -p "$PORT" 127.0.0.3 2>&1)
+expect "a supernode answers coturn's STUN client with the reflexive address" 'UDP reflexive addr: 127\.0\.0\.1:[0-9]+' "$out"
 
 # ---- nodes: each bootstraps from the supernodes, starting at a different one --------------
 for i in $(seq 1 $N_NODES); do
@@ -90,6 +93,7 @@ else bad "20 nodes attached and published on 3 replicas each" "only $attached"; 
 out=$("$PL" --home "$T/user01" status)
 expect "status shows the supernode and the address seen" 'supernode +super[0-9] at 127\.0\.0\.[2-6]' "$out"
 expect "status shows online" 'state +online \(attached\)' "$out"
+expect "status shows the NAT type found by discovery through the supernodes" 'nat +none' "$out"
 
 # ---- every node finds every other ----------------------------------------------------------
 lookup_all() { # -> prints how many of the 380 look-ups found a verified record
@@ -135,7 +139,7 @@ expect "user02's new presence reaches user01" '^user02 +away +in a meeting' "$ou
 
 # ---- kill -9 two supernodes ------------------------------------------------------------------
 t0=$(now_ms)
-kill -9 "${PID_OF[super1]}" "${PID_OF[super2]}"
+{ kill -9 "${PID_OF[super1]}" "${PID_OF[super2]}"; wait "${PID_OF[super1]}" "${PID_OF[super2]}"; } 2>/dev/null
 victims=$(grep -l 'attached to supernode super[12] ' "$T"/user*.log | wc -l)
 echo "     killed super1 and super2 (serving $victims of the 20 nodes)"
 recovered=0

@@ -61,6 +61,7 @@ struct pl_node {
     uint32_t attaches, losses;
 
     pl_dirc *dirc; /* NULL without a certificate: attach only */
+    uint8_t nat_mapping, nat_filtering, nat_flags;
     pl_addr host_addrs[PL_NODE_MAX_HOST_ADDRS];
     uint8_t n_host_addrs;
 };
@@ -104,6 +105,9 @@ static void where_now(const pl_node *n, pl_dirc_where *w)
     w->supernodes[0].addr.transport = PL_ADDR_UDP;
     w->private_mode = (n->attach.flags & PL_OVL_ATTACH_F_PRIVATE) != 0;
     w->capabilities = n->attach.capabilities;
+    w->nat_mapping = n->nat_mapping;
+    w->nat_filtering = n->nat_filtering;
+    w->nat_flags = n->nat_flags;
     if (w->private_mode) return;
     if (!n->sn_tcp && n->observed.family) {
         pl_record_candidate *c = &w->candidates[w->n_candidates++];
@@ -567,6 +571,20 @@ void pl_node_stop(pl_node *n, pl_time now)
 }
 
 pl_dirc *pl_node_directory(pl_node *n) { return n->dirc; }
+
+void pl_node_set_nat(pl_node *n, uint8_t mapping, uint8_t filtering, uint8_t nat_flags, pl_time now)
+{
+    if (mapping > PL_NAT_BEHAVIOUR_MAX || filtering > PL_NAT_BEHAVIOUR_MAX) return;
+    if (n->nat_mapping == mapping && n->nat_filtering == filtering && n->nat_flags == (nat_flags & PL_NAT_F_ALL)) return;
+    n->nat_mapping = mapping;
+    n->nat_filtering = filtering;
+    n->nat_flags = nat_flags & PL_NAT_F_ALL;
+    if (n->dirc && n->state == PL_NODE_ATTACHED) {
+        pl_dirc_where w;
+        where_now(n, &w);
+        pl_dirc_update(n->dirc, &w, now);
+    }
+}
 
 pl_node_status pl_node_get_status(const pl_node *n)
 {

@@ -144,6 +144,8 @@ void pl_node_tick(pl_node *node, pl_time now);
 pl_time pl_node_next_timeout(const pl_node *node);
 
 pl_node_status pl_node_get_status(const pl_node *node);
+/* What NAT discovery found; goes into the node's record (published again). */
+void pl_node_set_nat(pl_node *node, uint8_t mapping, uint8_t filtering, uint8_t nat_flags, pl_time now);
 /* The directory client: look-ups, subscriptions, presence (dirclient.h). */
 pl_dirc *pl_node_directory(pl_node *node);
 /* The host cache, best first; returns how many were written. */

@@ -70,9 +70,20 @@ static cJSON *cmd_status(parleyd *d)
     cJSON_AddStringToObject(r, "role", d->role == PL_ROLE_SUPERNODE ? "supernode" : "node");
     cJSON_AddStringToObject(r, "listen", pl_addr_format(&d->local, addr, sizeof addr));
     cJSON_AddNumberToObject(r, "uptime_s", (double)(now - d->started_at) / PL_SEC);
-    /* Discovery of the NAT's behaviour arrives with the NAT work; until then
-     * a node reports what it knows: the address its supernode sees. */
-    cJSON_AddStringToObject(r, "nat", "unknown");
+    if (d->role == PL_ROLE_SUPERNODE) {
+        cJSON_AddStringToObject(r, "nat", "none (a supernode is reachable; it answers STUN)");
+    } else if (!d->natdisc_done) {
+        cJSON_AddStringToObject(r, "nat", d->natdisc_running ? "discovering" : "unknown");
+    } else if (d->nat.udp_blocked) {
+        cJSON_AddStringToObject(r, "nat", "UDP blocked");
+    } else if (!d->nat.behind_nat) {
+        cJSON_AddStringToObject(r, "nat", "none");
+    } else {
+        char text[160];
+        snprintf(text, sizeof text, "mapping %s, filtering %s", pl_nat_behaviour_name(d->nat.mapping),
+                 pl_nat_behaviour_name(d->nat.filtering));
+        cJSON_AddStringToObject(r, "nat", text);
+    }
     if (d->role == PL_ROLE_NODE) {
         pl_node_status st = pl_node_get_status(pl_stack_node(d->stack));
         cJSON_AddStringToObject(r, "state", pl_node_state_name(st.state));

@@ -15,6 +15,8 @@
 #include "contacts.h"
 #include "home.h"
 #include "keymap.h"
+#include "natdisc.h"
+#include "stun.h"
 #include "loop.h"
 #include "parley.h"
 #include "stack.h"
@@ -32,6 +34,7 @@ typedef struct options {
     const char *control;
     const char *passphrase_file;
     const char *bootstrap_file;
+    const char *alt_listen; /* a supernode's second address, for STUN's RFC 5780 tests */
     const char *bootstrap[MAX_BOOTSTRAP];
     int n_bootstrap;
     uint32_t max_clients;
@@ -84,6 +87,15 @@ typedef struct parleyd {
     pl_time hosts_saved_at;
     pl_time started_at;
     bool quiet;
+    /* STUN: a supernode answers on its address, and with --alt-listen on
+     * the four (address, port) pairs RFC 5780 needs; a node discovers its
+     * NAT through its supernodes. */
+    pl_stun_server stun;
+    pl_udp *stun_socks[3]; /* (P, a), (A, p), (A, a) */
+    pl_natdisc natdisc;
+    bool natdisc_running, natdisc_done;
+    pl_natdisc_result nat;
+    pl_timer natdisc_timer;
     /* people.c */
     pl_contacts *contacts;
     struct pd_presence *presence; /* what we last heard of each contact */

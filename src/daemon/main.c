@@ -336,10 +336,99 @@ static void on_accept(void *ctx, pl_listener *l, pl_stream *accepted, const pl_a
     pl_stream_set_max_frame(accepted, PL_SEC_MAX_DATAGRAM);
 }
 
+/* ---- STUN and NAT discovery ------------------------------------------------------------ */
+
+/* The socket bound to a local address of the supernode's four. */
+static pl_udp *sock_for(parleyd *d, const pl_addr *local)
+{
+    if (pl_addr_equal(local, &d->local)) return d->udp;
+    for (int i = 0; i < 3; i++) {
+        pl_addr a;
+        if (d->stun_socks[i] && pl_udp_local_addr(d->stun_socks[i], &a) && pl_addr_equal(&a, local))
+            return d->stun_socks[i];
+    }
+    return NULL;
+}
+
+static bool answer_stun(parleyd *d, pl_udp *sock, const pl_addr *from, const uint8_t *data, size_t len)
+{
+    if (pl_stun_classify(data, len) == PL_STUN_KIND_OTHER) return false;
+    if (d->role != PL_ROLE_SUPERNODE) return true; /* nodes serve no STUN */
+    pl_addr local;
+    if (!pl_udp_local_addr(sock, &local)) return true;
+    uint8_t out[512];
+    pl_stun_reply reply;
+    if (pl_stun_respond(&d->stun, &local, from, data, len, out, sizeof out, &reply) == PL_STUN_SEND) {
+        pl_udp *via = sock_for(d, &reply.from);
+        if (via) pl_udp_send(via, from, out, reply.len);
+    }
+    return true;
+}
+
+static void on_stun_sock(void *ctx, pl_udp *sock, const pl_addr *from, const uint8_t *data, size_t len, pl_time now)
+{
+    (void)now;
+    answer_stun(ctx, sock, from, data, len);
+}
+
+static void natdisc_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
+{
+    parleyd *d = ctx;
+    if (d->udp) pl_udp_send(d->udp, to, data, len);
+}
+
+static void natdisc_done(void *ctx, const pl_natdisc_result *r)
+{
+    parleyd *d = ctx;
+    d->natdisc_running = false;
+    d->natdisc_done = true;
+    d->nat = *r;
+    char addr[PL_ADDR_TEXT_MAX];
+    if (r->udp_blocked) {
+        pd_log(d, "NAT discovery: no STUN answer over UDP (UDP blocked, or the supernode serves no STUN)");
+    } else {
+        pd_log(d, "NAT discovery: %s; mapping %s, filtering %s, seen as %s", r->behind_nat ? "behind a NAT" : "no NAT",
+               pl_nat_behaviour_name(r->mapping), pl_nat_behaviour_name(r->filtering),
+               pl_addr_format(&r->mapped, addr, sizeof addr));
+    }
+    pl_node *node = pl_stack_node(d->stack);
+    if (node) pl_node_set_nat(node, r->behind_nat ? r->mapping : PL_NAT_ENDPOINT_INDEPENDENT,
+                              r->behind_nat ? r->filtering : PL_NAT_ENDPOINT_INDEPENDENT, r->nat_flags,
+                              pl_loop_now(d->loop));
+    pd_rearm(d);
+}
+
+static void natdisc_timer(pl_loop *loop, void *ctx)
+{
+    parleyd *d = ctx;
+    pl_natdisc_tick(&d->natdisc, pl_loop_now(loop));
+    pl_time t = pl_natdisc_next_timeout(&d->natdisc);
+    if (t != PL_TIME_NEVER && d->natdisc_running) pl_timer_set(loop, &d->natdisc_timer, t);
+}
+
+/* Runs discovery against the supernode we attached to (and the standby, for
+ * the mapping test when the supernode has one address). */
+static void start_natdisc(parleyd *d)
+{
+    if (d->natdisc_running || d->opt.no_udp) return;
+    pl_node_status st = pl_node_get_status(pl_stack_node(d->stack));
+    if (st.state != PL_NODE_ATTACHED || st.tcp) return;
+    pl_natdisc_config cfg = {.server = st.supernode.addr, .local = d->local, .rng = pl_rng_system()};
+    cfg.server.transport = PL_ADDR_UDP;
+    if (st.n_standby) cfg.server2 = st.standby[0].addr;
+    pl_natdisc_io io = {d, natdisc_send, natdisc_done};
+    if (pl_natdisc_init(&d->natdisc, &cfg, &io) != PL_NATDISC_OK) return;
+    d->natdisc_running = true;
+    pl_natdisc_start(&d->natdisc, pl_loop_now(d->loop));
+    if (d->udp) pl_udp_flush(d->udp);
+    pl_timer_set(d->loop, &d->natdisc_timer, pl_natdisc_next_timeout(&d->natdisc));
+}
+
 static void on_udp(void *ctx, pl_udp *sock, const pl_addr *from, const uint8_t *data, size_t len, pl_time now)
 {
     parleyd *d = ctx;
-    (void)sock;
+    if (d->natdisc_running && pl_natdisc_receive(&d->natdisc, from, data, len, now)) return;
+    if (answer_stun(d, sock, from, data, len)) return;
     pl_stack_receive(d->stack, from, data, len, now);
     pd_rearm(d);
 }
@@ -368,6 +457,7 @@ static void on_event(void *ctx, const pl_stack_event *ev)
             char seen[PL_ADDR_TEXT_MAX];
             pd_log(d, "attached to supernode %s (%s) at %s over %s; seen as %s", pd_peer_name(d, e->supernode->pk), hex,
                   addr, st.tcp ? "TCP" : "UDP", pl_addr_format(e->observed, seen, sizeof seen));
+            if (!d->natdisc_done) start_natdisc(d);
             break;
         }
         case PL_NODE_EV_LOST: pd_log(d, "lost supernode %s at %s; re-attaching", hex, addr); break;
@@ -443,7 +533,7 @@ static int usage(void)
             "usage: %s [--home DIR] [--role node|supernode] [--listen ADDR:PORT]\n"
             "          [--bootstrap HEX@ADDR:PORT]... [--bootstrap-file FILE] [--control PATH]\n"
             "          [--max-clients N] [--keepalive S] [--no-udp] [--no-tcp]\n"
-            "          [--passphrase-file F] [--quiet]\n",
+            "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n",
             PROG);
     return 2;
 }
@@ -464,6 +554,7 @@ static int parse_options(options *o, int argc, char **argv)
         else if (strcmp(a, "--control") == 0) slot = &o->control;
         else if (strcmp(a, "--passphrase-file") == 0) slot = &o->passphrase_file;
         else if (strcmp(a, "--bootstrap-file") == 0) slot = &o->bootstrap_file;
+        else if (strcmp(a, "--alt-listen") == 0) slot = &o->alt_listen;
         else if (strcmp(a, "--bootstrap") == 0 || strcmp(a, "--max-clients") == 0 || strcmp(a, "--keepalive") == 0)
             slot = &value;
         else {
@@ -539,6 +630,25 @@ int main(int argc, char **argv)
         if (!d.tcp) return pd_die("cannot listen on %s (TCP): %s", listen_text, pl_loop_strerror(le));
         if (!d.udp) pl_listener_local_addr(d.tcp, &d.local);
     }
+
+    /* STUN: a supernode answers on its own address; with a second one it
+     * answers on all four pairs, for the RFC 5780 tests. */
+    d.stun.primary = d.local;
+    if (d.role == PL_ROLE_SUPERNODE && d.opt.alt_listen && d.udp) {
+        pl_addr alt;
+        if (!pl_addr_parse(&alt, d.opt.alt_listen, 0) || alt.family != d.local.family ||
+            pl_addr_same_host(&alt, &d.local) || alt.port == d.local.port || alt.port == 0)
+            return pd_die("--alt-listen wants another address of this host, with another port");
+        pl_addr pairs[3] = {d.local, alt, alt};
+        pairs[0].port = alt.port;
+        pairs[1].port = d.local.port;
+        for (int i = 0; i < 3; i++) {
+            d.stun_socks[i] = pl_udp_open(d.loop, &pairs[i], on_stun_sock, &d, &le);
+            if (!d.stun_socks[i]) return pd_die("cannot listen on the STUN alternate address: %s", pl_loop_strerror(le));
+        }
+        d.stun.alternate = alt;
+    }
+    pl_timer_init(&d.natdisc_timer, natdisc_timer, &d);
 
     pl_stack_config cfg = {.identity = &d.id,
                            .self_addr = d.local,
