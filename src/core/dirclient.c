@@ -44,6 +44,8 @@ struct pl_dirc {
     uint64_t seq;
     uint32_t publish_req;
     pl_time next_publish;
+    pl_time publish_deadline; /* an answer is due by then, or we publish again */
+    uint32_t publish_failures;
 
     /* Both grow on demand (to PL_DIRC_MAX_LOOKUPS and SEEN_CACHE): a
      * simulated million nodes mostly never look anyone up. */
@@ -142,6 +144,19 @@ static void publish(pl_dirc *dc, pl_time now)
     pl_ovl_dir m = {.type = PL_OVL_PUBLISH, .req = ++dc->publish_req, .record = bytes, .record_len = len};
     send_dir(dc, &m, now);
     dc->next_publish = now + PL_DIRC_REPUBLISH;
+    dc->publish_deadline = now + PL_DIRC_PUBLISH_RETRY;
+}
+
+/* A publish that failed or got no answer is tried again, backing off from
+ * 5 s to 5 minutes: a record no replica took is a user nobody can find. */
+static void publish_failed(pl_dirc *dc, pl_time now)
+{
+    uint32_t shift = dc->publish_failures < 6 ? dc->publish_failures : 6;
+    dc->publish_failures++;
+    pl_time wait = PL_DIRC_PUBLISH_RETRY << shift;
+    if (wait > 300 * PL_SEC) wait = 300 * PL_SEC;
+    dc->next_publish = now + wait;
+    dc->publish_deadline = PL_TIME_NEVER;
 }
 
 void pl_dirc_attached(pl_dirc *dc, const pl_dirc_where *where, pl_time now)
@@ -171,7 +186,11 @@ void pl_dirc_attached(pl_dirc *dc, const pl_dirc_where *where, pl_time now)
     }
 }
 
-void pl_dirc_detached(pl_dirc *dc) { dc->attached = false; }
+void pl_dirc_detached(pl_dirc *dc)
+{
+    dc->attached = false;
+    dc->publish_deadline = PL_TIME_NEVER;
+}
 
 void pl_dirc_update(pl_dirc *dc, const pl_dirc_where *where, pl_time now)
 {
@@ -331,6 +350,9 @@ bool pl_dirc_message(pl_dirc *dc, const uint8_t *msg, size_t len, pl_time now)
     if (pl_ovl_decode_dir(&m, msg, len)) return true;
     if (t == PL_OVL_PUBLISH_ACK) {
         if (m.req != dc->publish_req) return true;
+        dc->publish_deadline = PL_TIME_NEVER;
+        if (m.status == PL_DIR_OK) dc->publish_failures = 0;
+        else publish_failed(dc, now);
         pl_dirc_event ev = {.type = PL_DIRC_EV_PUBLISHED, .status = m.status, .stored = m.count, .now = now};
         emit(dc, &ev);
     } else if (t == PL_OVL_LOOKUP_REPLY) {
@@ -343,6 +365,7 @@ bool pl_dirc_message(pl_dirc *dc, const uint8_t *msg, size_t len, pl_time now)
 
 void pl_dirc_tick(pl_dirc *dc, pl_time now)
 {
+    if (dc->attached && now >= dc->publish_deadline) publish_failed(dc, now);
     if (dc->attached && now >= dc->next_publish) publish(dc, now);
     for (size_t i = 0; i < dc->n_lookups; i++) {
         lookup *l = &dc->lookups[i];
@@ -365,6 +388,7 @@ void pl_dirc_tick(pl_dirc *dc, pl_time now)
 pl_time pl_dirc_next_timeout(const pl_dirc *dc)
 {
     pl_time t = dc->attached ? dc->next_publish : PL_TIME_NEVER;
+    if (dc->attached && dc->publish_deadline < t) t = dc->publish_deadline;
     for (size_t i = 0; i < dc->n_lookups; i++)
         if (dc->lookups[i].used && dc->lookups[i].deadline < t) t = dc->lookups[i].deadline;
     return t;
@@ -387,6 +411,7 @@ pl_dirc_err pl_dirc_new(pl_dirc **out, const pl_dirc_config *cfg, const pl_dirc_
     dc->rng = cfg->rng;
     dc->mem = mem;
     dc->io = *io;
+    dc->publish_deadline = PL_TIME_NEVER;
     *out = dc;
     return PL_DIRC_OK;
 }

@@ -52,6 +52,8 @@ typedef struct pl_dirc_io {
 /* A record lives an hour and is published again every half hour. */
 #define PL_DIRC_RECORD_LIFETIME (3600 * PL_SEC)
 #define PL_DIRC_REPUBLISH (1800 * PL_SEC)
+/* A publish not answered by then (or refused) is tried again, backing off. */
+#define PL_DIRC_PUBLISH_RETRY (5 * PL_SEC)
 
 typedef struct pl_dirc_config {
     const pl_identity *identity; /* copied: signs records */

@@ -992,6 +992,16 @@ pl_sec_err pl_sec_connect_cert(pl_sec *sec, const pl_cert *peer_cert, const pl_a
     return PL_SEC_OK;
 }
 
+/* Sources tracked by the per-source limit under load: 4096 for an endpoint
+ * that serves many peers, fewer for one that has few (a node holds a few
+ * sessions, and a simulation holds a great many nodes). */
+static uint32_t ratelimit_size(uint32_t max_peers)
+{
+    uint32_t n = 64;
+    while (n < 4096 && n < 4 * max_peers) n <<= 1;
+    return n;
+}
+
 pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *io)
 {
     *out = NULL;
@@ -1031,7 +1041,7 @@ pl_sec_err pl_sec_new(pl_sec **out, const pl_sec_config *cfg, const pl_sec_io *i
     sec->by_sign = mem->calloc(mem->ctx, sec->by_key_size, sizeof *sec->by_sign);
     sec->heap = mem->calloc(mem->ctx, max, sizeof *sec->heap);
     if (!sec->peers || !sec->free_slots || !sec->by_key || !sec->by_sign || !sec->heap ||
-        !pl_ratelimit_init(&sec->ratelimit, mem, cfg->rng, 4096, 20, 5)) {
+        !pl_ratelimit_init(&sec->ratelimit, mem, cfg->rng, ratelimit_size(max), 20, 5)) {
         pl_sec_free(sec);
         return PL_SEC_ERR_NOMEM;
     }

@@ -154,6 +154,13 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                                       * for long: ten-minute keys (docs/overlay.md). */
                                      .no_passive_keepalive = true,
                                      .key_lifetime_s = 660}};
+        /* A supernode may have many messages for one peer before the
+         * session is up (a burst of publishes to a replica it has not spoken
+         * to yet): it queues more than a node does. */
+        if (cfg->role == PL_ROLE_SUPERNODE) {
+            lc.pending_max = 8192;
+            lc.pending_per_peer = 1024;
+        }
         memcpy(lc.sec.ca_pk, cfg->ca_pk, 32);
         pl_link_io lio = {st, link_send, link_message, link_event};
         pl_link_err le = pl_link_new(&st->link, &lc, &lio);

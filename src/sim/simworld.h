@@ -69,6 +69,10 @@ void pl_simhost_crash(pl_simhost *h);
  * host cache kept, as a real node keeps it on disk). */
 void pl_simhost_restart(pl_simhost *h);
 bool pl_simhost_running(const pl_simhost *h);
+/* Benchmarks: measure the thread CPU time h's stack takes (its inputs and
+ * timers, the sends they make included). */
+void pl_simhost_account_cpu(pl_simhost *h, bool on);
+uint64_t pl_simhost_cpu_ns(const pl_simhost *h);
 pl_stack *pl_simhost_stack(pl_simhost *h); /* NULL while crashed */
 const pl_ovl_peer *pl_simhost_peer(const pl_simhost *h);
 const char *pl_simhost_name(const pl_simhost *h);
