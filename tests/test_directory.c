@@ -95,11 +95,13 @@ static pl_addr addr_of(int a, int b, int port)
 }
 
 /* n_sn supernodes (full membership), n_users nodes spread over them. */
+static bool share_ring; /* the next lab's supernodes share one ring */
+
 static void lab_up(lab *l, bool secure, size_t n_sn, size_t n_users)
 {
     memset(l, 0, sizeof *l);
     pl_simworld_config cfg = {.seed = 7, .start = T0, .secure = secure, .link = {15 * PL_MSEC, 5 * PL_MSEC, 0},
-                              .on_event = on_event, .ctx = l};
+                              .on_event = on_event, .ctx = l, .share_ring = share_ring};
     l->w = pl_simworld_new(&cfg);
     CHECK(l->w);
     pl_ovl_peer boot[8];
@@ -395,6 +397,15 @@ static void nobody_publishes_for_someone_else_and_old_records_do_not_return(void
     pl_simworld_free(l.w);
 }
 
+/* The simulator's supernodes may share one ring, each with its own view of
+ * who is alive: the answers must be the same as with rings of their own. */
+static void supernodes_sharing_one_ring_behave_the_same(void)
+{
+    share_ring = true;
+    records_stay_resolvable_when_two_supernodes_die();
+    share_ring = false;
+}
+
 static void presence_reaches_watchers(void)
 {
     lab l;
@@ -437,6 +448,7 @@ int main(void)
 {
     RUN(every_node_finds_every_other);
     RUN(records_stay_resolvable_when_two_supernodes_die);
+    RUN(supernodes_sharing_one_ring_behave_the_same);
     RUN(a_supernode_that_alters_a_record_is_caught);
     RUN(a_supernode_that_serves_an_old_record_is_caught);
     RUN(nobody_publishes_for_someone_else_and_old_records_do_not_return);

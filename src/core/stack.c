@@ -192,6 +192,7 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                               .self_addr = cfg->self_addr,
                               .replicas = cfg->replicas,
                               .vpoints = cfg->vpoints,
+                              .shared_ring = cfg->shared_ring,
                               .rng = cfg->rng,
                               .mem = mem,
                               .max_clients = cfg->max_clients,

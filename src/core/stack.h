@@ -72,6 +72,7 @@ typedef struct pl_stack_config {
     uint16_t keepalive_s;
     uint8_t replicas;        /* 0: 3 */
     unsigned vpoints;        /* 0: the ring's default */
+    struct pl_ring *shared_ring; /* the simulator's supernodes share one ring (directory.h) */
 } pl_stack_config;
 
 typedef enum pl_stack_err {

@@ -379,7 +379,7 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
     s->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : PL_SUPER_DEFAULT_KEEPALIVE_S;
     pl_keymap_init(&s->by_key, mem, cfg->rng);
     pl_dir_config dc = {.self_pk = s->id.sign_pk, .rng = cfg->rng, .mem = mem, .replicas = cfg->replicas,
-                        .vpoints = cfg->vpoints};
+                        .vpoints = cfg->vpoints, .shared_ring = cfg->shared_ring};
     memcpy(dc.ca_pk, cfg->ca_pk, 32);
     pl_dir_io dio = {s, dir_send};
     if (pl_dir_new(&s->dir, &dc, &dio) != PL_DIRECTORY_OK) {

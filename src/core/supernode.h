@@ -55,6 +55,7 @@ typedef struct pl_super_config {
     uint8_t ca_pk[32];           /* checks records */
     uint8_t replicas;            /* records per name; 0: PL_DIR_DEFAULT_REPLICAS */
     unsigned vpoints;            /* ring points per supernode; 0: the ring's default */
+    struct pl_ring *shared_ring; /* the simulator's supernodes share one (directory.h) */
     const pl_rng *rng;
     const pl_mem *mem;           /* NULL: the C heap */
     uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "keymap.h"
+#include "ring.h"
 
 struct pl_simhost {
     pl_simworld *world;
@@ -28,6 +29,7 @@ struct pl_simhost {
     size_t n_saved_hosts;
     bool account_cpu;   /* measure the thread CPU time its stack takes */
     uint64_t cpu_ns;
+    void *user;
 };
 
 struct pl_simworld {
@@ -42,6 +44,7 @@ struct pl_simworld {
     void *ctx;
     pl_simworld_tamper_cb tamper;
     void *tamper_ctx;
+    pl_ring *ring; /* shared by the supernodes, or NULL */
     uint64_t *revoked; /* ascending serials */
     uint32_t n_revoked;
     uint8_t *crl_buf;
@@ -163,6 +166,7 @@ static bool make_stack(pl_simhost *h)
     cfg.external_transport = !h->world->secure;
     cfg.bootstrap = h->bootstrap;
     cfg.self_addr = h->peer.addr;
+    if (h->world->ring && cfg.role == PL_ROLE_SUPERNODE) cfg.shared_ring = h->world->ring;
     pl_stack_io io = {h, send_datagram, send_message, NULL, stack_event};
     if (pl_stack_new(&h->stack, &cfg, &io) != PL_STACK_OK) return false;
     pl_node *node = pl_stack_node(h->stack);
@@ -327,6 +331,8 @@ const pl_ovl_peer *pl_simhost_peer(const pl_simhost *h) { return &h->peer; }
 const char *pl_simhost_name(const pl_simhost *h) { return h->name; }
 const pl_cert *pl_simhost_cert(const pl_simhost *h) { return &h->cert; }
 const pl_identity *pl_simhost_identity(const pl_simhost *h) { return &h->id; }
+void pl_simhost_set_user(pl_simhost *h, void *user) { h->user = user; }
+void *pl_simhost_user(const pl_simhost *h) { return h->user; }
 
 /* ---- the world ------------------------------------------------------------------------------ */
 
@@ -351,6 +357,10 @@ pl_simworld *pl_simworld_new(const pl_simworld_config *cfg)
     crypto_sign_seed_keypair(w->ca_pk, w->ca_sk, seed);
     sodium_memzero(seed, sizeof seed);
     pl_keymap_init(&w->by_addr, NULL, rng);
+    if (cfg->share_ring && pl_ring_new(&w->ring, NULL, cfg->vpoints) != PL_RING_OK) {
+        pl_simworld_free(w);
+        return NULL;
+    }
     return w;
 }
 
@@ -367,6 +377,7 @@ void pl_simworld_free(pl_simworld *w)
         free(h);
     }
     free(w->hosts);
+    pl_ring_free(w->ring);
     free(w->revoked);
     free(w->crl_buf);
     pl_keymap_free(&w->by_addr);

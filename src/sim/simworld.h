@@ -36,6 +36,10 @@ typedef struct pl_simworld_config {
     pl_sim_link link;         /* the default link */
     pl_simworld_event_cb on_event;
     void *ctx;
+    /* Supernodes share one consistent-hash ring (each keeps only a bitmap
+     * of who is alive), which is what lets 10,000 of them fit in memory. */
+    bool share_ring;
+    unsigned vpoints; /* ring points per supernode; 0: the default */
 } pl_simworld_config;
 
 pl_simworld *pl_simworld_new(const pl_simworld_config *cfg);
@@ -78,5 +82,8 @@ const pl_ovl_peer *pl_simhost_peer(const pl_simhost *h);
 const char *pl_simhost_name(const pl_simhost *h);
 const pl_cert *pl_simhost_cert(const pl_simhost *h);
 const pl_identity *pl_simhost_identity(const pl_simhost *h);
+/* A pointer of the caller's, kept with the host. */
+void pl_simhost_set_user(pl_simhost *h, void *user);
+void *pl_simhost_user(const pl_simhost *h);
 
 #endif
