@@ -11,7 +11,7 @@
  *   0x20-0x2f  the directory: publish, store, look up (this file)
  *   0x30-0x3f  presence (this file)
  *   0x40-0x4f  qualification and promotion (this file)
- *   0x50-0x5f  call signalling
+ *   0x50-0x5f  call signalling (call.h)
  *   0x60-0x6f  paths: candidates, hole punching, relays
  *   0x70-0x7f  the message store: chat and voicemail
  *   0x80-0x8f  media (voice packets, receiver reports)
