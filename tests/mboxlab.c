@@ -58,6 +58,7 @@ static void user_timer(void *ctx, pl_time now)
     mlab_user *u = ctx;
     u->timer = 0;
     pl_mboxc_tick(u->mc, now);
+    if (u->lab->app_tick) u->lab->app_tick(u->lab->ctx, u, now);
     user_arm(u);
 }
 
@@ -67,6 +68,10 @@ static void user_arm(mlab_user *u)
     if (u->timer) pl_simnet_timer_cancel(l->net, u->timer);
     u->timer = 0;
     pl_time t = pl_mboxc_next_timeout(u->mc), now = pl_simnet_now(l->net);
+    if (l->app_next) {
+        pl_time a = l->app_next(l->ctx, u);
+        if (a < t) t = a;
+    }
     if (t == PL_TIME_NEVER) return;
     u->timer = pl_simnet_timer(l->net, t > now ? t : now, user_timer, u);
 }

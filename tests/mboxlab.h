@@ -60,6 +60,9 @@ struct mlab {
     void (*on_mail)(void *ctx, mlab_user *u, const pl_mboxc_event *ev);
     void (*on_direct)(void *ctx, mlab_user *to, const uint8_t from_pk[32], const uint8_t *msg, size_t len,
                       pl_time now);
+    /* The test's own per-user core (chat): its timer, folded into the user's. */
+    pl_time (*app_next)(void *ctx, mlab_user *u);
+    void (*app_tick)(void *ctx, mlab_user *u, pl_time now);
     /* Sees every datagram (sender key first); false drops it. */
     void *tamper_ctx;
     bool (*tamper)(void *ctx, const pl_addr *from, const pl_addr *to, uint8_t *data, size_t *len);
