@@ -4,8 +4,9 @@
 set -eu
 # iproute2 and nftables build the network lab (tests/netlab/); stun-client
 # and coturn are the standard STUN clients tests/natdisc.test.sh runs
-# against our responder; espeak-ng and sox make and shape test speech.
-PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
+# against our responder; espeak-ng and sox make and shape test speech;
+# libopus-dev is for bench/bench_mixer.c.
+PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev libopus-dev clang libclang-rt-14-dev iproute2 nftables
           stun-client coturn espeak-ng sox)
 missing=()
 for p in "${PACKAGES[@]}"; do
