@@ -68,6 +68,7 @@ struct pl_chat {
     outmsg *out;
     held *held;
     pl_env_seen seen;
+    pl_env_opened scratch; /* the envelope being opened: no allocation per message */
     pl_chat_stats stats;
 };
 
@@ -533,8 +534,7 @@ bool pl_chat_direct(pl_chat *c, const uint8_t from_pk[32], const uint8_t *msg, s
     if (len == 0 || msg[0] != PL_MBOX_CHAT) return false;
     pl_mbox_msg m;
     if (pl_mbox_decode(&m, msg, len) != PL_MBOX_MSG_OK) return true;
-    pl_env_opened *o = c->mem->calloc(c->mem->ctx, 1, sizeof *o);
-    if (!o) return true;
+    pl_env_opened *o = &c->scratch;
     pl_env_recipient me = {&c->id, c->own.name};
     /* Straight from the peer: its session key must be the signer's. */
     if (pl_env_open(o, m.env, m.env_len, &me, c->ca_pk, c->crl, now, NULL) != PL_ENV_OK || o->n_chunks ||
@@ -543,7 +543,6 @@ bool pl_chat_direct(pl_chat *c, const uint8_t from_pk[32], const uint8_t *msg, s
     else
         on_envelope(c, o, o->body, o->body_len, false, now);
     pl_env_opened_wipe(o);
-    c->mem->free(c->mem->ctx, o);
     return true;
 }
 

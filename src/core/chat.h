@@ -23,6 +23,10 @@
  * (received, stored, delivered, read, gap, failed) and takes "mark read";
  * pl_chat_get_state / pl_chat_set_state and pl_chat_seen_add let it persist
  * and restore what the core must remember across restarts.
+ *
+ * Event callbacks may call pl_chat_send, pl_chat_mark_read and the other
+ * requests, but not hand the core another incoming message
+ * (pl_chat_direct, pl_chat_mailbox): queue those.
  */
 #ifndef PL_CHAT_H
 #define PL_CHAT_H
