@@ -122,7 +122,7 @@ static void setup(void)
     make_party(&fx.other, "super-b", 4, 4);
     /* The supernode, with one other member and bob attached. */
     pl_mbox_config mc = {.self_pk = fx.sn.id.sign_pk, .self_addr = fx.sn.addr, .rng = &fx.rng.rng,
-                         .max_messages = 20, .max_bytes = 40000};
+                         .max_messages = 20, .max_bytes = 40000, .max_total = 4u << 20};
     memcpy(mc.ca_pk, fx.ca_pk, 32);
     pl_mbox_io mio = {NULL, mbox_send};
     if (pl_mbox_new(&fx.mbox, &mc, &mio)) abort();
