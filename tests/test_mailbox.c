@@ -215,8 +215,6 @@ static void stored_on_r_replicas_and_taken_once(void)
     run_for(&w, 3 * PL_SEC);
     CHECK_EQ(w.log[1].last_notice, 0);
     CHECK_EQ(w.log[1].messages, 1);
-    /* The sender depositing the same envelope again (a retry after a lost
-     * answer) is told it was taken already, and it does not come back. */
     world_down(&w);
 }
 
