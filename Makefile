@@ -84,8 +84,6 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
-# The conference bench encodes and decodes real Opus per leg.
-
 # The test command: every test program and script, then one summary line.
 test: all
 	@tests/run.sh $(BUILD)
