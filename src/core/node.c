@@ -60,7 +60,8 @@ struct pl_node {
 
     uint32_t attaches, losses;
 
-    pl_dirc *dirc; /* NULL without a certificate: attach only */
+    pl_dirc *dirc;   /* NULL without a certificate: attach only */
+    pl_mboxc *mboxc; /* the same */
     uint8_t nat_mapping, nat_filtering, nat_flags;
     pl_addr host_addrs[PL_NODE_MAX_HOST_ADDRS];
     uint8_t n_host_addrs;
@@ -71,7 +72,7 @@ struct pl_node {
 static void emit(pl_node *n, pl_node_event_type type, const pl_ovl_peer *sn, uint8_t refusal, pl_time now)
 {
     if (!n->io.event) return;
-    pl_node_event ev = {type, sn, refusal, &n->observed, NULL, now};
+    pl_node_event ev = {type, sn, refusal, &n->observed, NULL, NULL, now};
     n->io.event(n->io.ctx, &ev);
 }
 
@@ -90,7 +91,15 @@ static void dirc_event(void *ctx, const pl_dirc_event *dev)
 {
     pl_node *n = ctx;
     if (!n->io.event) return;
-    pl_node_event ev = {PL_NODE_EV_DIRECTORY, &n->sn, 0, &n->observed, dev, dev->now};
+    pl_node_event ev = {PL_NODE_EV_DIRECTORY, &n->sn, 0, &n->observed, dev, NULL, dev->now};
+    n->io.event(n->io.ctx, &ev);
+}
+
+static void mboxc_event(void *ctx, const pl_mboxc_event *mev)
+{
+    pl_node *n = ctx;
+    if (!n->io.event) return;
+    pl_node_event ev = {PL_NODE_EV_MAIL, &n->sn, 0, &n->observed, NULL, mev, mev->now};
     n->io.event(n->io.ctx, &ev);
 }
 
@@ -319,6 +328,7 @@ static void attached(pl_node *n, const pl_ovl_attach_ok *ok, pl_time now)
         where_now(n, &w);
         pl_dirc_attached(n->dirc, &w, now);
     }
+    if (n->mboxc) pl_mboxc_attached(n->mboxc, n->sn.pk, now);
 }
 
 static void lost(pl_node *n, pl_time now)
@@ -327,6 +337,7 @@ static void lost(pl_node *n, pl_time now)
     n->losses++;
     n->state = PL_NODE_ATTACHING;
     if (n->dirc) pl_dirc_detached(n->dirc);
+    if (n->mboxc) pl_mboxc_detached(n->mboxc);
     host_result(n, &gone, false, now);
     close_peer(n, gone.pk, now);
     emit(n, PL_NODE_EV_LOST, &gone, 0, now);
@@ -428,12 +439,14 @@ bool pl_node_message(pl_node *n, const uint8_t pk[32], const pl_addr *from, cons
         close_peer(n, n->sn.pk, now);
         n->state = PL_NODE_ATTACHING;
         if (n->dirc) pl_dirc_detached(n->dirc);
+    if (n->mboxc) pl_mboxc_detached(n->mboxc);
         start_round(n, now);
         return true;
     }
     default:
-        if (n->dirc && from_supernode(n, pk)) return pl_dirc_message(n->dirc, msg, len, now);
-        return false;
+        if (!from_supernode(n, pk)) return false;
+        if (msg[0] >= 0x70 && msg[0] <= 0x7f) return n->mboxc && pl_mboxc_message(n->mboxc, msg, len, now);
+        return n->dirc && pl_dirc_message(n->dirc, msg, len, now);
     }
 }
 
@@ -456,6 +469,7 @@ void pl_node_unreachable(pl_node *n, const pl_addr *addr, pl_time now)
 void pl_node_tick(pl_node *n, pl_time now)
 {
     if (n->dirc) pl_dirc_tick(n->dirc, now);
+    if (n->mboxc) pl_mboxc_tick(n->mboxc, now);
     switch (n->state) {
     case PL_NODE_ATTACHING:
         if (now >= n->attempt_deadline) attempt_failed(n, now);
@@ -489,10 +503,9 @@ static pl_time state_timeout(const pl_node *n)
 pl_time pl_node_next_timeout(const pl_node *n)
 {
     pl_time t = state_timeout(n);
-    if (n->dirc) {
-        pl_time d = pl_dirc_next_timeout(n->dirc);
-        if (d < t) t = d;
-    }
+    pl_time d;
+    if (n->dirc && (d = pl_dirc_next_timeout(n->dirc)) < t) t = d;
+    if (n->mboxc && (d = pl_mboxc_next_timeout(n->mboxc)) < t) t = d;
     return t;
 }
 
@@ -532,7 +545,11 @@ pl_node_err pl_node_new(pl_node **out, const pl_node_config *cfg, const pl_node_
                              .rng = cfg->rng, .mem = mem};
         memcpy(dc.ca_pk, cfg->ca_pk, 32);
         pl_dirc_io dio = {n, dirc_send, dirc_event};
-        if (pl_dirc_new(&n->dirc, &dc, &dio) != PL_DIRC_OK) {
+        pl_mboxc_config mc = {.identity = cfg->identity, .cert = cfg->cert, .cert_len = cfg->cert_len,
+                              .rng = cfg->rng, .mem = mem};
+        memcpy(mc.ca_pk, cfg->ca_pk, 32);
+        pl_mboxc_io mio = {n, dirc_send, mboxc_event};
+        if (pl_dirc_new(&n->dirc, &dc, &dio) != PL_DIRC_OK || pl_mboxc_new(&n->mboxc, &mc, &mio) != PL_MBOXC_OK) {
             pl_node_free(n);
             return PL_NODE_ERR_NOMEM;
         }
@@ -548,6 +565,7 @@ void pl_node_free(pl_node *n)
     if (n->bootstrap) mem->free(mem->ctx, n->bootstrap);
     if (n->hosts) mem->free(mem->ctx, n->hosts);
     pl_dirc_free(n->dirc);
+    pl_mboxc_free(n->mboxc);
     sodium_memzero(n, sizeof *n);
     mem->free(mem->ctx, n);
 }
@@ -571,6 +589,7 @@ void pl_node_stop(pl_node *n, pl_time now)
 }
 
 pl_dirc *pl_node_directory(pl_node *n) { return n->dirc; }
+pl_mboxc *pl_node_mailbox(pl_node *n) { return n->mboxc; }
 
 void pl_node_set_nat(pl_node *n, uint8_t mapping, uint8_t filtering, uint8_t nat_flags, pl_time now)
 {

@@ -22,6 +22,7 @@
 #define PL_NODE_H
 
 #include "dirclient.h"
+#include "mailclient.h"
 #include "overlay.h"
 #include "parley.h"
 
@@ -41,6 +42,7 @@ typedef enum pl_node_event_type {
     PL_NODE_EV_ADDRESS,      /* the address the supernode sees for us changed */
     PL_NODE_EV_HOSTS,        /* the host cache changed: a good time to save it */
     PL_NODE_EV_DIRECTORY,    /* ev->dir: a publish answered, a look-up done, presence news */
+    PL_NODE_EV_MAIL,         /* ev->mail: messages waiting, a message, a deposit answered */
 } pl_node_event_type;
 
 typedef struct pl_node_event {
@@ -49,6 +51,7 @@ typedef struct pl_node_event {
     uint8_t refusal;              /* REFUSED: pl_ovl_refusal */
     const pl_addr *observed;      /* ATTACHED, ADDRESS */
     const pl_dirc_event *dir;     /* DIRECTORY */
+    const pl_mboxc_event *mail;   /* MAIL */
     pl_time now;
 } pl_node_event;
 
@@ -148,6 +151,8 @@ pl_node_status pl_node_get_status(const pl_node *node);
 void pl_node_set_nat(pl_node *node, uint8_t mapping, uint8_t filtering, uint8_t nat_flags, pl_time now);
 /* The directory client: look-ups, subscriptions, presence (dirclient.h). */
 pl_dirc *pl_node_directory(pl_node *node);
+/* The mail client: deposits for others, this user's mailbox (mailclient.h). */
+pl_mboxc *pl_node_mailbox(pl_node *node);
 /* The host cache, best first; returns how many were written. */
 size_t pl_node_hosts(const pl_node *node, pl_node_host *out, size_t max);
 /* Adds or refreshes an entry (loading a saved cache). */

@@ -54,6 +54,7 @@ struct pl_super {
     uint8_t n_redirects;
 
     pl_dir *dir;
+    pl_mbox *mbox; /* NULL: no mailbox */
     pl_super_stats stats;
 };
 
@@ -250,15 +251,23 @@ bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
         if (was_attached) {
             s->stats.left++;
             pl_dir_client_gone(s->dir, pk, now);
+            if (s->mbox) pl_mbox_client_gone(s->mbox, pk, now);
             emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
         }
         if (s->io.close) s->io.close(s->io.ctx, pk, now);
         return true;
     }
     default: {
-        /* The directory: from an attached client, or from a supernode. */
+        /* The directory and the mailbox: from an attached client, or from
+         * a supernode (they check it is one). */
         const client *c = find(s, pk);
-        if (c && c->state == CLIENT_ATTACHED) return pl_dir_client_message(s->dir, pk, cert, from, msg, len, now);
+        bool attached = c && c->state == CLIENT_ATTACHED;
+        if (msg[0] >= 0x70 && msg[0] <= 0x7f) {
+            if (!s->mbox) return false;
+            return attached ? pl_mbox_client_message(s->mbox, pk, cert, from, msg, len, now)
+                            : pl_mbox_peer_message(s->mbox, pk, from, msg, len, now);
+        }
+        if (attached) return pl_dir_client_message(s->dir, pk, cert, from, msg, len, now);
         return pl_dir_peer_message(s->dir, pk, from, msg, len, now);
     }
     }
@@ -272,6 +281,7 @@ static void lose(pl_super *s, client *c, pl_time now)
     if (was_attached) {
         s->stats.lost++;
         pl_dir_client_gone(s->dir, copy.pk, now);
+        if (s->mbox) pl_mbox_client_gone(s->mbox, copy.pk, now);
         emit(s, PL_SUPER_EV_CLIENT_LOST, &copy, now);
     }
 }
@@ -285,6 +295,7 @@ void pl_super_peer_down(pl_super *s, const uint8_t pk[32], pl_time now)
 void pl_super_tick(pl_super *s, pl_time now)
 {
     pl_dir_tick(s->dir, now);
+    if (s->mbox) pl_mbox_tick(s->mbox, now);
     if (now < s->next_sweep) return;
     s->next_sweep = now + SWEEP_INTERVAL;
     if (s->high == 0) return;
@@ -302,19 +313,31 @@ pl_time pl_super_next_timeout(const pl_super *s)
 {
     pl_time t = s->high ? s->next_sweep : PL_TIME_NEVER;
     pl_time d = pl_dir_next_timeout(s->dir);
-    return d < t ? d : t;
+    if (d < t) t = d;
+    if (s->mbox && (d = pl_mbox_next_timeout(s->mbox)) < t) t = d;
+    return t;
 }
 
 void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now)
 {
     pl_dir_member_up(s->dir, pk, addr, now);
+    if (s->mbox) pl_mbox_member_up(s->mbox, pk, addr, now);
 }
 
-void pl_super_member_down(pl_super *s, const uint8_t pk[32], pl_time now) { pl_dir_member_down(s->dir, pk, now); }
+void pl_super_member_down(pl_super *s, const uint8_t pk[32], pl_time now)
+{
+    pl_dir_member_down(s->dir, pk, now);
+    if (s->mbox) pl_mbox_member_down(s->mbox, pk, now);
+}
 
-void pl_super_set_crl(pl_super *s, const pl_crl *crl) { pl_dir_set_crl(s->dir, crl); }
+void pl_super_set_crl(pl_super *s, const pl_crl *crl)
+{
+    pl_dir_set_crl(s->dir, crl);
+    if (s->mbox) pl_mbox_set_crl(s->mbox, crl);
+}
 
 pl_dir *pl_super_directory(pl_super *s) { return s->dir; }
+pl_mbox *pl_super_mailbox(pl_super *s) { return s->mbox; }
 
 static bool dir_send(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
                      pl_time now)
@@ -358,6 +381,7 @@ uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8
         forget(s, c);
         s->stats.left++;
         pl_dir_client_gone(s->dir, copy.pk, now);
+        if (s->mbox) pl_mbox_client_gone(s->mbox, copy.pk, now);
         emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
         told++;
     }
@@ -387,6 +411,17 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
         return PL_SUPER_ERR_NOMEM;
     }
     pl_dir_member_up(s->dir, s->id.sign_pk, &cfg->self_addr, 0);
+    if (!cfg->no_mailbox) {
+        pl_mbox_config mc = {.self_pk = s->id.sign_pk, .self_addr = cfg->self_addr, .rng = cfg->rng, .mem = mem,
+                             .replicas = cfg->replicas, .vpoints = cfg->vpoints};
+        memcpy(mc.ca_pk, cfg->ca_pk, 32);
+        pl_mbox_io mio = {s, dir_send};
+        if (pl_mbox_new(&s->mbox, &mc, &mio) != PL_MBOX_E_OK) {
+            pl_super_free(s);
+            return PL_SUPER_ERR_NOMEM;
+        }
+        pl_mbox_member_up(s->mbox, s->id.sign_pk, &cfg->self_addr, 0);
+    }
     *out = s;
     return PL_SUPER_OK;
 }
@@ -399,6 +434,7 @@ void pl_super_free(pl_super *s)
     if (s->free_list) mem->free(mem->ctx, s->free_list);
     pl_keymap_free(&s->by_key);
     pl_dir_free(s->dir);
+    pl_mbox_free(s->mbox);
     sodium_memzero(s, sizeof *s);
     mem->free(mem->ctx, s);
 }

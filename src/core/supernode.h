@@ -15,6 +15,7 @@
 #define PL_SUPERNODE_H
 
 #include "directory.h"
+#include "mailbox.h"
 #include "overlay.h"
 #include "parley.h"
 
@@ -56,6 +57,7 @@ typedef struct pl_super_config {
     uint8_t replicas;            /* records per name; 0: PL_DIR_DEFAULT_REPLICAS */
     unsigned vpoints;            /* ring points per supernode; 0: the ring's default */
     struct pl_ring *shared_ring; /* the simulator's supernodes share one (directory.h) */
+    bool no_mailbox;             /* store no messages for others (the simulator at scale) */
     const pl_rng *rng;
     const pl_mem *mem;           /* NULL: the C heap */
     uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */
@@ -114,8 +116,10 @@ void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, 
 void pl_super_member_down(pl_super *s, const uint8_t pk[32], pl_time now);
 /* The revocation list (the caller keeps it alive). */
 void pl_super_set_crl(pl_super *s, const pl_crl *crl);
-/* The directory engine (directory.h). */
+/* The directory engine (directory.h) and the mailbox (mailbox.h; NULL
+ * when configured without). */
 pl_dir *pl_super_directory(pl_super *s);
+pl_mbox *pl_super_mailbox(pl_super *s);
 
 pl_super_stats pl_super_get_stats(const pl_super *s);
 /* The attached client with this key, if any. */

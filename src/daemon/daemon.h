@@ -125,6 +125,7 @@ cJSON *pd_ok_reply(void);
 int pd_people_open(parleyd *d);
 void pd_people_close(parleyd *d);
 void pd_on_directory(parleyd *d, const pl_dirc_event *ev);
+void pd_on_mail(parleyd *d, const pl_mboxc_event *ev);
 /* Commands; a NULL return means the reply will come later (a look-up). */
 cJSON *pd_cmd_lookup(parleyd *d, int fd, const cJSON *req);
 cJSON *pd_cmd_contacts(parleyd *d, int fd, const cJSON *req);

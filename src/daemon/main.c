@@ -465,6 +465,7 @@ static void on_event(void *ctx, const pl_stack_event *ev)
         case PL_NODE_EV_ADDRESS: pd_log(d, "our address as seen: %s", pl_addr_format(e->observed, addr, sizeof addr)); break;
         case PL_NODE_EV_HOSTS: d->hosts_dirty = true; break;
         case PL_NODE_EV_DIRECTORY: pd_on_directory(d, e->dir); break;
+        case PL_NODE_EV_MAIL: pd_on_mail(d, e->mail); break;
         }
     } else if (ev->type == PL_STACK_EV_SUPER) {
         const pl_super_event *e = ev->super;

@@ -213,6 +213,15 @@ void pd_on_directory(parleyd *d, const pl_dirc_event *ev)
     }
 }
 
+/* Mail: what waits in the mailbox. Messages are acknowledged (and so
+ * deleted from the store) only once they are kept here; until chat and
+ * voicemail are wired in, they stay in the store. */
+void pd_on_mail(parleyd *d, const pl_mboxc_event *ev)
+{
+    if (ev->type == PL_MBOXC_EV_NOTICE && ev->messages)
+        pd_log(d, "mailbox: %u message%s waiting (%u bytes)", ev->messages, ev->messages == 1 ? "" : "s", ev->bytes);
+}
+
 void pd_people_client_gone(parleyd *d, int fd)
 {
     for (size_t i = 0; i < d->n_pending;) {
