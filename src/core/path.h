@@ -179,6 +179,8 @@ typedef struct pl_path_io {
      * address is path_addr (point the session there, pl_sec_send, point it
      * back). false when the session could not take it. */
     bool (*send_message)(void *ctx, const pl_addr *path_addr, const uint8_t *msg, size_t len, pl_time now);
+    /* News about paths (may be NULL). It may call pl_path_* queries and
+     * pl_path_send, but must not free the manager. */
     void (*event)(void *ctx, const pl_path_event *ev);
 } pl_path_io;
 
