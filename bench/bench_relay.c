@@ -4,7 +4,7 @@
  * (turnserver), under the same load, in the same run.
  *
  *   bench_relay [--seconds S] [--sessions N,N,...] [--size BYTES] [--loss-max PCT]
- *               [--relayd PATH] [--turnserver PATH] [--ours-only | --coturn-only]
+ *               [--relayd PATH] [--turnserver PATH] [--turn-threads N] [--ours-only | --coturn-only]
  *
  * A session is one call: side A sends 50 packets/s to side B through the
  * relay and B sends 50 packets/s back, each packet --size bytes of payload
@@ -24,12 +24,12 @@
  *    control socket); A has a socket of its own, B's side of every session
  *    is on one of four shared sockets. A and B both send
  *    [0xF1][channel][token][payload] to the relay's UDP address.
- *  - coturn (--no-auth, one relay thread): each session is an allocation
- *    made by A's own socket (Allocate, then ChannelBind to B's socket); A
- *    sends ChannelData to the server, B sends plain UDP to the allocation's
- *    relayed address. That is TURN's usual shape for a client calling a
- *    peer, and it costs the server one receive and one send per packet,
- *    as Parley's relay does. (If both ends were TURN clients of one server,
+ *  - coturn (--no-auth, one relay thread, which did better here than none):
+ *    each session is an allocation made by A's own socket (Allocate, then
+ *    ChannelBind to B's socket); A sends ChannelData to the server, B sends
+ *    plain UDP to the allocation's relayed address. That is TURN's usual
+ *    shape for a client calling a peer, and it costs the server one receive
+ *    and one send per packet, as Parley's relay does. (If both ends were TURN clients of one server,
  *    every packet would cross coturn twice.)
  */
 #include <errno.h>
@@ -387,6 +387,11 @@ static void turn_response(gen *g, const uint8_t *p, size_t len)
 
 static void receive_all(gen *g, int timeout_ms);
 
+/* coturn's relay threads: 1 (a listener thread and one relay thread, both
+ * pinned to the one core) did better here than 0 (everything in the
+ * listener thread). */
+static const char *turn_threads = "1";
+
 static bool start_coturn(gen *g, const char *turnserver, int sessions)
 {
     int port = 20000 + (int)(getpid() % 20000);
@@ -394,7 +399,7 @@ static bool start_coturn(gen *g, const char *turnserver, int sessions)
     snprintf(ports, sizeof ports, "%d", port);
     snprintf(pidfile, sizeof pidfile, "/tmp/bench_relay_turn_%d.pid", (int)getpid());
     char *argv[] = {(char *)turnserver, "-n", "--no-auth", "--listening-ip", "127.0.0.1", "--listening-port", ports,
-                    "--relay-ip", "127.0.0.1", "--min-port", "41000", "--max-port", "60000", "--relay-threads", "1",
+                    "--relay-ip", "127.0.0.1", "--min-port", "41000", "--max-port", "60000", "--relay-threads", (char *)turn_threads,
                     "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--no-stdout-log",
                     "--log-file", getenv("BENCH_TURN_LOG") ? getenv("BENCH_TURN_LOG") : "/dev/null", "--simple-log", "--pidfile", pidfile, "--no-rfc5780",
                     "--no-software-attribute", NULL};
@@ -759,9 +764,11 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--sessions") == 0 && v) n_steps = parse_steps(argv[++i], steps, 32);
         else if (strcmp(a, "--relayd") == 0 && v) snprintf(relayd, sizeof relayd, "%s", argv[++i]);
         else if (strcmp(a, "--turnserver") == 0 && v) turnserver = argv[++i];
+        else if (strcmp(a, "--turn-threads") == 0 && v) turn_threads = argv[++i];
         else {
             fprintf(stderr, "usage: bench_relay [--seconds S] [--sessions N,N,...] [--size BYTES] [--loss-max PCT]\n"
-                            "                   [--relayd PATH] [--turnserver PATH] [--ours-only | --coturn-only]\n");
+                            "                   [--relayd PATH] [--turnserver PATH] [--turn-threads N]\n"
+                            "                   [--ours-only | --coturn-only]\n");
             return 2;
         }
     }
