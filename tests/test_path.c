@@ -713,6 +713,32 @@ static pl_time cut_active_and_measure(world *w, pl_time *gap_a, pl_time *gap_b)
     return *gap_a > *gap_b ? *gap_a : *gap_b;
 }
 
+static void a_symmetric_nat_meets_a_public_host_through_a_peer_reflexive_path(void)
+{
+    /* Bob's symmetric NAT gives his packets to Alice a port she was never
+     * told about; the first authenticated packet from it makes it a path,
+     * and since Bob's NAT lets Alice's answers back in, the call goes direct. */
+    call_setup cs = {NAT_NONE, NAT_SYMMETRIC, false, {0}};
+    world *w = world_new(22, &cs);
+    place_call(w, &cs);
+    run_for(w, 4 * PL_SEC);
+    user *a = w->users[0], *b = w->users[1];
+    pl_path_info ia, ib;
+    active_info(a, &ia);
+    active_info(b, &ib);
+    CHECK_EQ(ia.kind, PL_PATH_DIRECT);
+    CHECK(ia.peer_reflexive);
+    CHECK_EQ(ib.kind, PL_PATH_DIRECT);
+    CHECK(pl_path_get_stats(a->pm).prflx_added >= 1);
+    /* The address Bob offered (his mapping towards his supernode) never worked. */
+    pl_addr offered = reflexive(&b->h, &w->relays[1].udp);
+    for (int s = 0; s < PL_PATH_MAX; s++) {
+        pl_path_info i;
+        if (pl_path_get(a->pm, s, &i) && pl_addr_equal(&i.remote, &offered)) CHECK(i.state != PL_PATH_ALIVE);
+    }
+    world_free(w);
+}
+
 static void failover_from_the_direct_path_to_a_relay_within_300_ms(void)
 {
     call_setup cs = {NAT_CONE, NAT_CONE, false, {0}};
@@ -1113,6 +1139,7 @@ int main(void)
     RUN(direct_path_is_chosen_when_both_sides_can_reach_each_other);
     RUN(hole_punching_through_two_cone_nats_moves_the_call_to_the_direct_path);
     RUN(relayed_when_a_symmetric_nat_meets_a_filtering_one);
+    RUN(a_symmetric_nat_meets_a_public_host_through_a_peer_reflexive_path);
     RUN(failover_from_the_direct_path_to_a_relay_within_300_ms);
     RUN(failover_between_relays_when_a_supernode_dies);
     RUN(the_standby_is_probed_about_once_a_second_and_the_active_one_rides_on_media);
