@@ -813,14 +813,22 @@ int main(int argc, char **argv)
         if (b.offered_pps > 0) printf(": %.2fx", a.offered_pps / b.offered_pps);
     }
     printf("\n");
-    /* CPU per packet at the largest load both carried without loss: what a
-     * core costs per relayed packet, less sensitive to the machine's other
-     * work than the lossless rate. */
+    /* CPU per packet at the loads both carried without loss: what a core
+     * costs per relayed packet, less sensitive to the machine's other work
+     * than the lossless rate (though single steps still wobble: the mean
+     * over the common steps is printed too). */
     int common = run[OURS].n_results < run[COTURN].n_results ? run[OURS].n_results : run[COTURN].n_results;
     if (ours && coturn && common > 0) {
         const step *x = &run[OURS].results[common - 1], *y = &run[COTURN].results[common - 1];
-        printf("relay cpu per packet at %d sessions: parley-relayd %.2f us, coturn %.2f us: %.2fx\n", x->sessions,
-               x->us_per_pkt, y->us_per_pkt, x->us_per_pkt > 0 ? y->us_per_pkt / x->us_per_pkt : 0);
+        double mx = 0, my = 0;
+        for (int i = 0; i < common; i++) {
+            mx += run[OURS].results[i].us_per_pkt / common;
+            my += run[COTURN].results[i].us_per_pkt / common;
+        }
+        printf("relay cpu per packet at %d sessions: parley-relayd %.2f us, coturn %.2f us: %.2fx;"
+               " mean over %d common steps: %.2f us, %.2f us: %.2fx\n",
+               x->sessions, x->us_per_pkt, y->us_per_pkt, x->us_per_pkt > 0 ? y->us_per_pkt / x->us_per_pkt : 0, common,
+               mx, my, mx > 0 ? my / mx : 0);
     }
     return 0;
 }
