@@ -31,6 +31,7 @@ CA_SRC    := $(wildcard src/ca/*.c)
 DAEMON_SRC:= $(wildcard src/daemon/*.c)
 IMPAIR_SRC  := $(wildcard src/tools/impair/*.c)
 QUALITY_SRC := $(wildcard src/tools/quality/*.c)
+RELAYD_SRC  := $(wildcard src/tools/relayd/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 # Programs the test scripts drive (not tests themselves: tests/run.sh runs
 # only $(BUILD)/tests/test_*).
@@ -40,7 +41,8 @@ FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 # Helpers shared by several test programs (not tests themselves).
 TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
-BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd $(BUILD)/parley-impair $(BUILD)/parley-quality
+BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd $(BUILD)/parley-impair $(BUILD)/parley-quality \
+          $(BUILD)/parley-relayd
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOLS  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -71,6 +73,10 @@ $(BUILD)/parley-impair: $(IMPAIR_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 $(BUILD)/parley-quality: $(QUALITY_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+# The media relay alone on the event loop (benchmarks, lab tests).
+$(BUILD)/parley-relayd: $(RELAYD_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 # Test programs may also link the CA's store (src/ca/store.c) to drive it directly.
