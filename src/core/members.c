@@ -49,6 +49,8 @@
 #define SYNC_SCAN_MAX 4096       /* table slots one sync response looks at */
 #define QUEUE_SCAN_MAX 256       /* queued updates one message looks at */
 #define INITIAL_CAP 64
+#define SYNC_REQ_PIGGYBACK 240    /* room for a joiner's own claim and an accusation or two */
+#define AE_MAX_BUCKETS 32        /* buckets one anti-entropy exchange pulls, at most */
 
 #define UPDATE_MIN 37            /* kind, key, incarnation: a "dead" update */
 #define CLAIM_CONTEXT "parley-members-v1"
@@ -76,6 +78,7 @@ typedef struct hot {
     uint32_t heap_pos; /* position in the suspicion heap, NONE: not suspected */
     uint16_t level;    /* how often the update was sent (or heard back) */
     bool queued;
+    pl_time queued_at; /* an update older than its lifetime is dropped: anti-entropy has it */
     uint8_t nconfirm;  /* distinct accusers counted, the first included */
     pl_time start, deadline;
     uint8_t accuser[32]; /* the accuser our gossip of the suspicion names */
@@ -106,6 +109,7 @@ typedef struct probe {
     bool active, acked, indirect_sent;
     uint32_t target;
     uint8_t pk[32];
+    uint32_t inc; /* the incarnation probed: a failure accuses that one only */
     uint32_t seq;
     pl_time indirect_at;
     uint8_t expected_nacks, nacks, nvia;
@@ -154,10 +158,11 @@ struct pl_members {
     bool joining, synced, left;
     uint8_t seed_pk[32];
     pl_addr seed_addr;
-    pl_time next_ae, next_gossip;
+    pl_time next_ae, next_gossip, last_ae;
     pl_time rate_at;
     uint64_t rate_tokens; /* in millionths of a response */
 
+    pl_time now; /* of the call in progress */
     pl_members_stats st;
     uint8_t buf[PL_MEMBERS_MAX_MESSAGE];
 };
@@ -491,26 +496,34 @@ static void enqueue(pl_members *m, uint32_t slot)
     else m->queued++;
     r->queued = true;
     r->level = 0;
+    r->queued_at = m->now;
     q_link(m, h);
 }
 
 static uint32_t transmit_limit(const pl_members *m);
 
-/* Somebody told us what we were about to tell others: count it as one
- * transmission, so that news everybody has stops being repeated sooner. */
+/* Somebody told us what we were about to tell others: news that comes back
+ * is news most members have. Rumour mongering with feedback (Demers et al.,
+ * 1987): hearing it back counts as an eighth of its transmissions, so an
+ * update nobody needs any more stops after about eight echoes instead of
+ * its full lambda * log2(n) sends. The few members it missed get it from
+ * anti-entropy, which news brings forward; an accused member is told
+ * directly (see piggyback). */
 static void heard_again(pl_members *m, uint32_t slot)
 {
     uint32_t h = m->ent[slot].hot;
     if (h == NONE || !m->hots[h].queued) return;
     hot *r = &m->hots[h];
+    uint32_t limit = transmit_limit(m);
+    uint32_t step = limit / 8 ? limit / 8 : 1;
     q_unlink(m, h);
-    if (r->level + 1u >= transmit_limit(m)) {
+    if (r->level + step >= limit) {
         r->queued = false;
         m->queued--;
         hot_maybe_free(m, h);
         return;
     }
-    r->level++;
+    r->level = (uint16_t)(r->level + step);
     q_link(m, h);
 }
 
@@ -744,10 +757,25 @@ static void about_self(pl_members *m, const upd *u, bool signed_claim, pl_time n
 
 /* ---- applying claims and accusations ------------------------------------------------------ */
 
+static void accuse(pl_members *m, uint32_t s, uint32_t inc, const uint8_t accuser[32], pl_time now);
+
+/* Gossip brought a membership change (a member came, went or came back):
+ * the network is in flux, and pure push gossip always misses a few members,
+ * so the next anti-entropy exchange is brought forward to a few periods from
+ * now, at most one early exchange per five periods. A quiet network keeps
+ * the slow cadence. */
+static void news(pl_members *m)
+{
+    if (m->ae_period == PL_TIME_NEVER) return;
+    pl_time t = m->now + 2 * m->period + pl_rng_below(m->rng, 3 * m->period);
+    if (t < m->last_ae + 5 * m->period) t = m->last_ae + 5 * m->period;
+    if (t < m->next_ae) m->next_ae = t;
+}
+
 /* A signed claim: "alive at addr with inc" (or "left"), optionally with the
  * sender's verdict `state` (DEAD) at that incarnation, as sync entries carry
- * it. gossip: re-spread what changed. */
-static void apply_claim(pl_members *m, const upd *u, uint8_t state, bool gossip, pl_time now)
+ * it; `from` is then the sender. gossip: re-spread what changed. */
+static void apply_claim(pl_members *m, const upd *u, uint8_t state, const uint8_t *from, bool gossip, pl_time now)
 {
     uint8_t status = u->kind == PL_MEMBER_LEFT ? PL_MEMBER_LEFT : PL_MEMBER_ALIVE;
     uint32_t s = find(m, u->pk);
@@ -774,7 +802,10 @@ static void apply_claim(pl_members *m, const upd *u, uint8_t state, bool gossip,
         set_state(m, s, state, now);
         digest_toggle(m, e);
         if (is_live(state)) emit(m, PL_MEMBERS_EV_UP, s, NULL, now);
-        if (gossip) enqueue(m, s);
+        if (gossip) {
+            enqueue(m, s);
+            news(m);
+        }
         return;
     }
 
@@ -798,6 +829,14 @@ static void apply_claim(pl_members *m, const upd *u, uint8_t state, bool gossip,
         newer = true;
     } else if (rank(state) > rank(e->state)) {
         newer = false; /* same claim, a graver verdict */
+        if (state == PL_MEMBER_DEAD && from && is_live(e->state)) {
+            /* A pulled table says dead where ours says alive: that may be
+             * the stale view of a node that was cut off, so it counts as
+             * the sender's accusation, which the member can refute, rather
+             * than as a death. */
+            accuse(m, s, u->inc, from, now);
+            return;
+        }
     } else {
         if (rank(state) == rank(e->state)) heard_again(m, s);
         else m->st.drop_stale++;
@@ -825,6 +864,7 @@ static void apply_claim(pl_members *m, const upd *u, uint8_t state, bool gossip,
     set_state(m, s, state, now);
     digest_toggle(m, e);
     bool moved = !same_addr;
+    if (gossip && is_live(state) != is_live(old_state)) news(m);
     if (is_live(state)) {
         if (!is_live(old_state)) emit(m, PL_MEMBERS_EV_UP, s, NULL, now);
         else {
@@ -848,6 +888,7 @@ static void declare_dead(pl_members *m, uint32_t s, pl_time now)
     m->st.deaths++;
     emit(m, PL_MEMBERS_EV_DOWN, s, NULL, now);
     enqueue(m, s);
+    news(m);
 }
 
 /* "accuser suspects pk at inc". Our own failed probes come here too. */
@@ -905,7 +946,7 @@ static void apply_update(pl_members *m, const upd *u, pl_time now)
 {
     m->st.updates_received++;
     if (u->kind == PL_MEMBER_ALIVE || u->kind == PL_MEMBER_LEFT) {
-        apply_claim(m, u, u->kind, true, now);
+        apply_claim(m, u, u->kind, NULL, true, now);
         return;
     }
     uint32_t s = find(m, u->pk);
@@ -975,36 +1016,62 @@ static uint32_t transmit_limit(const pl_members *m)
 }
 
 /* Appends the count byte and as many queued updates as fit, fewest
- * transmissions first. */
-static void piggyback(pl_members *m, pl_writer *w)
+ * transmissions first. A message to a member we hold suspect or dead
+ * starts with that accusation: the accused is the one member that must
+ * hear it, and the others may long have stopped repeating it. */
+static void piggyback(pl_members *m, pl_writer *w, const uint8_t to[32], size_t budget)
 {
     size_t count_at = w->off;
+    /* The writer's capacity is the message cap; the budget may lower it. */
+    size_t cap_saved = w->cap;
+    if (w->off + 1 + budget < w->cap) w->cap = w->off + 1 + budget;
     pl_write_u8(w, 0);
     if (w->err) return;
     uint32_t picked[MAX_PIGGYBACK];
-    uint32_t n = 0, scanned = 0;
+    uint32_t n = 0, scanned = 0, extra = 0;
+    uint32_t dest = find(m, to);
+    if (dest != NONE && dest != m->self &&
+        (m->ent[dest].state == PL_MEMBER_SUSPECT || m->ent[dest].state == PL_MEMBER_DEAD)) {
+        write_update(w, m, &m->ent[dest]);
+        extra = 1;
+    }
     uint32_t limit = transmit_limit(m);
-    for (uint32_t level = 0; level <= m->qtop && n < MAX_PIGGYBACK && scanned < QUEUE_SCAN_MAX; level++) {
+    /* An update lives as many periods as it may be sent times: news that
+     * could not get out by then (a mass join or crash saturates the
+     * messages) is left to anti-entropy, which moves it with far less
+     * redundancy than gossip would. */
+    pl_time lifetime = (pl_time)limit * m->period;
+    uint32_t misfits = 0;
+    bool room = true;
+    for (uint32_t level = 0; level <= m->qtop && room; level++) {
         uint32_t h = m->qhead[level];
-        while (h != NONE && n < MAX_PIGGYBACK && scanned < QUEUE_SCAN_MAX) {
+        while (h != NONE && room) {
             uint32_t next = m->hots[h].q_next;
             scanned++;
             member *e = &m->ent[m->hots[h].member];
             size_t size = update_size(m, e);
-            if (size == 0 || level >= limit) {
+            if (extra && m->hots[h].member == dest) {
+                /* already at the front */
+            } else if (size == 0 || level >= limit || m->now - m->hots[h].queued_at > lifetime) {
                 dequeue(m, h);
             } else if (size <= w->cap - w->off) {
                 write_update(w, m, e);
                 picked[n++] = h;
+            } else {
+                misfits++;
             }
             h = next;
+            /* Stop once nothing more can fit, or after a few updates that
+             * did not: the rest waits for the next message. */
+            room = w->cap - w->off >= UPDATE_MIN && n + extra < MAX_PIGGYBACK && scanned < QUEUE_SCAN_MAX &&
+                   misfits < 8;
         }
-        if (w->cap - w->off < UPDATE_MIN) break;
     }
     if (m->qtop > 0 && m->qhead[m->qtop] == NONE) {
         while (m->qtop > 0 && m->qhead[m->qtop] == NONE) m->qtop--;
     }
-    w->buf[count_at] = (uint8_t)n;
+    w->cap = cap_saved;
+    w->buf[count_at] = (uint8_t)(n + extra);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t h = picked[i];
         hot *r = &m->hots[h];
@@ -1018,7 +1085,7 @@ static void piggyback(pl_members *m, pl_writer *w)
             q_link(m, h);
         }
     }
-    m->st.updates_sent += n;
+    m->st.updates_sent += n + extra;
 }
 
 static pl_writer start_msg(pl_members *m, uint8_t type)
@@ -1042,7 +1109,7 @@ static void send_simple(pl_members *m, uint8_t type, const uint8_t pk[32], const
 {
     pl_writer w = start_msg(m, type);
     pl_write_u32(&w, seq);
-    piggyback(m, &w);
+    piggyback(m, &w, pk, PL_MEMBERS_MAX_MESSAGE);
     send_msg(m, pk, addr, &w);
 }
 
@@ -1175,7 +1242,7 @@ static void finish_probe(pl_members *m, pl_time now)
     m->health = m->health + delta > HEALTH_MAX ? HEALTH_MAX : m->health + delta;
     uint32_t s = p->target;
     if (s < m->hw && memcmp(m->ent[s].pk, p->pk, 32) == 0 && is_live(m->ent[s].state))
-        accuse(m, s, m->ent[s].inc, m->pk, now);
+        accuse(m, s, p->inc, m->pk, now);
 }
 
 static void start_probe(pl_members *m, pl_time now)
@@ -1187,6 +1254,7 @@ static void start_probe(pl_members *m, pl_time now)
     p->active = true;
     p->target = s;
     memcpy(p->pk, m->ent[s].pk, 32);
+    p->inc = m->ent[s].inc;
     p->seq = rand32(m);
     p->indirect_at = now + scaled(m, m->probe_timeout);
     m->st.probes++;
@@ -1211,7 +1279,7 @@ static void send_ping_reqs(pl_members *m)
         pl_write_u32(&w, p->seq);
         pl_write_bytes(&w, t->pk, 32);
         pl_write_addr(&w, &ta);
-        piggyback(m, &w);
+        piggyback(m, &w, m->ent[s].pk, PL_MEMBERS_MAX_MESSAGE);
         pl_addr va = entry_addr(&m->ent[s]);
         send_msg(m, m->ent[s].pk, &va, &w);
         m->st.indirect_probes++;
@@ -1238,7 +1306,7 @@ static void send_sync_req(pl_members *m, chain *c, pl_time now)
     pl_write_u32(&w, c->req_id);
     pl_write_u32(&w, c->cursor);
     pl_write_bytes(&w, c->buckets, sizeof c->buckets);
-    piggyback(m, &w);
+    piggyback(m, &w, c->peer_pk, SYNC_REQ_PIGGYBACK);
     send_msg(m, c->peer_pk, &c->peer_addr, &w);
 }
 
@@ -1363,31 +1431,60 @@ static void serve_sync(pl_members *m, const uint8_t pk[32], const pl_addr *addr,
     send_msg(m, pk, addr, &w);
 }
 
-static void diff_buckets(const pl_members *m, pl_reader *r, uint8_t *bitmap, uint32_t *ndiff)
+/* The digests two members compare leave out both of them: each is the
+ * authority on itself, and a stale view of either is repaired by gossip,
+ * refutation and the accusation every message to an accused member
+ * carries. Leaving them out also keeps two members whose tables were seeded
+ * unverified (add_known) from differing over nothing but their own claims. */
+static void digests_without(const pl_members *m, const uint8_t other[32], uint32_t out[PL_MEMBERS_BUCKETS])
 {
+    memcpy(out, m->digest, sizeof m->digest);
+    const member *self = &m->ent[m->self];
+    if (self->sig != NONE) out[self->pk[0]] ^= entry_digest(self);
+    uint32_t s = find(m, other);
+    if (s != NONE && m->ent[s].sig != NONE) out[m->ent[s].pk[0]] ^= entry_digest(&m->ent[s]);
+}
+
+static uint32_t diff_buckets(const pl_members *m, const uint8_t other[32], const uint32_t theirs[PL_MEMBERS_BUCKETS],
+                             uint8_t *bitmap)
+{
+    uint32_t mine[PL_MEMBERS_BUCKETS], ndiff = 0;
+    digests_without(m, other, mine);
     memset(bitmap, 0, PL_MEMBERS_BUCKETS / 8);
-    *ndiff = 0;
     for (uint32_t b = 0; b < PL_MEMBERS_BUCKETS; b++) {
-        if (pl_read_u32(r) != m->digest[b]) {
+        if (theirs[b] != mine[b]) {
             bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
-            (*ndiff)++;
+            ndiff++;
         }
     }
+    return ndiff;
 }
 
 static void send_digest(pl_members *m, const uint8_t pk[32], const pl_addr *addr, bool reply)
 {
+    uint32_t mine[PL_MEMBERS_BUCKETS];
+    digests_without(m, pk, mine);
     pl_writer w = start_msg(m, PL_MEMBERS_MSG_DIGEST);
     pl_write_u8(&w, reply ? 1 : 0);
-    for (uint32_t b = 0; b < PL_MEMBERS_BUCKETS; b++) pl_write_u32(&w, m->digest[b]);
-    piggyback(m, &w);
+    for (uint32_t b = 0; b < PL_MEMBERS_BUCKETS; b++) pl_write_u32(&w, mine[b]);
+    piggyback(m, &w, pk, PL_MEMBERS_MAX_MESSAGE);
     send_msg(m, pk, addr, &w);
+}
+
+/* An exchange found our views apart: others may be apart too, so the next
+ * exchange (with another random member) comes soon. */
+static void soon(pl_members *m)
+{
+    if (m->ae_period == PL_TIME_NEVER) return;
+    pl_time t = m->now + 5 * m->period;
+    if (t < m->next_ae) m->next_ae = t;
 }
 
 static void anti_entropy(pl_members *m, pl_time now)
 {
     uint32_t jitter = (uint32_t)pl_rng_below(m->rng, 1000);
     m->next_ae = now + m->ae_period * 3 / 4 + m->ae_period / 2 * jitter / 1000;
+    m->last_ae = now;
     if (chains_with(m, false) > 0) return;
     /* Now and then talk to a member we believe dead: if it is alive on the
      * other side of a healed partition, the exchange tells it so and it
@@ -1410,7 +1507,7 @@ static void gossip(pl_members *m, pl_time now)
     uint32_t s = random_member(m, true, NONE, 16);
     if (s == NONE) return;
     pl_writer w = start_msg(m, PL_MEMBERS_MSG_GOSSIP);
-    piggyback(m, &w);
+    piggyback(m, &w, m->ent[s].pk, PL_MEMBERS_MAX_MESSAGE);
     if (w.buf[1] == 0) return;
     pl_addr a = entry_addr(&m->ent[s]);
     send_msg(m, m->ent[s].pk, &a, &w);
@@ -1501,9 +1598,11 @@ static void on_sync_resp(pl_members *m, const uint8_t from[32], uint32_t req_id,
         upd claim = ups[i];
         uint8_t verdict = claim.kind;
         claim.kind = verdict == PL_MEMBER_LEFT ? PL_MEMBER_LEFT : PL_MEMBER_ALIVE;
-        /* What a join pulls is old news to everybody else; what an
-         * anti-entropy exchange repairs may be news to others too. */
-        apply_claim(m, &claim, verdict, !c->join, now);
+        /* What a pull brings is repaired quietly: the others run their
+         * own anti-entropy, and re-gossiping every pulled change would turn
+         * each exchange into a broadcast. Accusations and refutations that
+         * follow from it are gossiped as always. */
+        apply_claim(m, &claim, verdict, from, false, now);
     }
     if (next == CURSOR_DONE || next <= c->cursor) {
         bool join = c->join;
@@ -1521,6 +1620,7 @@ static void on_sync_resp(pl_members *m, const uint8_t from[32], uint32_t req_id,
 void pl_members_receive(pl_members *m, const uint8_t from_pk[32], const pl_addr *from_addr, const uint8_t *msg,
                         size_t len, pl_time now)
 {
+    if (now > m->now) m->now = now;
     if (len < 1 || msg[0] < PL_MEMBERS_MSG_MIN || msg[0] > PL_MEMBERS_MSG_MAX) {
         m->st.drop_malformed++;
         return;
@@ -1590,17 +1690,34 @@ void pl_members_receive(pl_members *m, const uint8_t from_pk[32], const pl_addr 
     case PL_MEMBERS_MSG_DIGEST: {
         uint8_t flags = pl_read_u8(&r);
         if (flags > 1) break;
-        uint8_t bitmap[PL_MEMBERS_BUCKETS / 8];
-        uint32_t ndiff;
-        diff_buckets(m, &r, bitmap, &ndiff);
+        uint32_t theirs[PL_MEMBERS_BUCKETS];
+        for (uint32_t b = 0; b < PL_MEMBERS_BUCKETS; b++) theirs[b] = pl_read_u32(&r);
         if (!read_piggyback(&r, ups, &n)) break;
         apply_all(m, ups, n, now);
+        uint8_t bitmap[PL_MEMBERS_BUCKETS / 8];
+        uint32_t ndiff = diff_buckets(m, from_pk, theirs, bitmap);
         if (ndiff == 0) return;
+        soon(m);
         if (!flags) send_digest(m, from_pk, from_addr, true);
         bool busy = false;
         for (uint32_t i = 0; i < CHAINS; i++)
             busy |= m->chains[i].used && memcmp(m->chains[i].peer_pk, from_pk, 32) == 0;
         if (busy || chains_with(m, false) > 0) return;
+        if (ndiff > AE_MAX_BUCKETS) {
+            /* A big difference is pulled a slice at a time, from a random
+             * place, so that one exchange stays a modest burst. */
+            uint8_t slice[PL_MEMBERS_BUCKETS / 8];
+            memset(slice, 0, sizeof slice);
+            uint32_t start = (uint32_t)pl_rng_below(m->rng, PL_MEMBERS_BUCKETS), taken = 0;
+            for (uint32_t k = 0; k < PL_MEMBERS_BUCKETS && taken < AE_MAX_BUCKETS; k++) {
+                uint8_t b = (uint8_t)((start + k) % PL_MEMBERS_BUCKETS);
+                if (bucket_wanted(bitmap, b)) {
+                    slice[b >> 3] |= (uint8_t)(1u << (b & 7));
+                    taken++;
+                }
+            }
+            memcpy(bitmap, slice, sizeof slice);
+        }
         m->st.anti_entropy_pulls++;
         start_pull(m, from_pk, from_addr, bitmap, AE_CHAINS, false, now);
         return;
@@ -1614,6 +1731,7 @@ void pl_members_receive(pl_members *m, const uint8_t from_pk[32], const pl_addr 
 
 void pl_members_tick(pl_members *m, pl_time now)
 {
+    if (now > m->now) m->now = now;
     while (m->heap_len > 0 && m->hots[m->heap[0]].deadline <= now) {
         uint32_t s = m->hots[m->heap[0]].member;
         declare_dead(m, s, now);
@@ -1692,6 +1810,7 @@ pl_members_err pl_members_new(pl_members **out, const pl_members_config *cfg, co
     if (m->sync_parallel > CHAINS - AE_CHAINS) m->sync_parallel = CHAINS - AE_CHAINS;
     m->sync_rate = or_default32(cfg->sync_serve_rate, 200);
     m->epoch = now;
+    m->now = now;
     m->free_head = m->sig_free = m->hot_free = NONE;
     memset(m->qhead, 0xff, sizeof m->qhead);
     m->rng->fill(m->rng->ctx, m->hash_key, sizeof m->hash_key);
@@ -1730,6 +1849,7 @@ void pl_members_free(pl_members *m)
 
 pl_members_err pl_members_add_known(pl_members *m, const uint8_t pk[32], const pl_addr *addr, pl_time now)
 {
+    if (now > m->now) m->now = now;
     if (!addr_usable(addr)) return PL_MEMBERS_ERR_ADDR;
     if (memcmp(pk, m->pk, 32) == 0) return PL_MEMBERS_ERR_SELF;
     if (find(m, pk) != NONE) return PL_MEMBERS_ERR_EXISTS;
@@ -1755,6 +1875,7 @@ static void announce(pl_members *m, pl_time now)
 
 pl_members_err pl_members_join(pl_members *m, pl_time now)
 {
+    if (now > m->now) m->now = now;
     uint32_t s = random_member(m, true, NONE, 64);
     if (s == NONE) {
         for (uint32_t i = 0; i < m->hw && s == NONE; i++)
@@ -1788,6 +1909,7 @@ pl_members_err pl_members_join(pl_members *m, pl_time now)
 
 pl_members_err pl_members_leave(pl_members *m, pl_time now)
 {
+    if (now > m->now) m->now = now;
     if (m->left) return PL_MEMBERS_ERR_LEFT;
     member *e = &m->ent[m->self];
     digest_toggle(m, e);
@@ -1803,6 +1925,7 @@ pl_members_err pl_members_leave(pl_members *m, pl_time now)
 
 pl_members_err pl_members_set_addr(pl_members *m, const pl_addr *addr, pl_time now)
 {
+    if (now > m->now) m->now = now;
     if (!addr_usable(addr)) return PL_MEMBERS_ERR_ADDR;
     if (m->left) return PL_MEMBERS_ERR_LEFT;
     member *e = &m->ent[m->self];

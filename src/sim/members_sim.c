@@ -20,6 +20,7 @@ typedef struct node {
     pl_time timer_at;
     uint32_t group;
     uint32_t loss_ppm;
+    uint16_t port;
     pl_msim_traffic traffic;
 } node;
 
@@ -48,11 +49,10 @@ static uint64_t mix64(uint64_t h)
 
 pl_addr pl_msim_addr(const pl_msim *s, uint32_t i)
 {
-    (void)s;
     pl_addr a;
     memset(&a, 0, sizeof a);
     a.family = PL_AF_INET4;
-    a.port = PORT;
+    a.port = i < s->n && s->nodes[i].port ? s->nodes[i].port : PORT;
     a.ip[0] = 198;
     a.ip[1] = (uint8_t)(18 + (i >> 16));
     a.ip[2] = (uint8_t)(i >> 8);
@@ -62,7 +62,7 @@ pl_addr pl_msim_addr(const pl_msim *s, uint32_t i)
 
 uint32_t pl_msim_node_at(const pl_msim *s, const pl_addr *a)
 {
-    if (a->family != PL_AF_INET4 || a->port != PORT || a->ip[0] != 198 || a->ip[1] < 18 || a->ip[1] > 19)
+    if (a->family != PL_AF_INET4 || a->ip[0] != 198 || a->ip[1] < 18 || a->ip[1] > 19)
         return UINT32_MAX;
     uint32_t i = ((uint32_t)(a->ip[1] - 18) << 16) | ((uint32_t)a->ip[2] << 8) | a->ip[3];
     return i < s->n ? i : UINT32_MAX;
@@ -223,6 +223,20 @@ void pl_msim_crash(pl_msim *s, uint32_t i)
     nd->timer = 0;
     pl_members_free(nd->m);
     nd->m = NULL;
+}
+
+pl_members_err pl_msim_move(pl_msim *s, uint32_t i, uint16_t port)
+{
+    node *nd = &s->nodes[i];
+    if (!nd->m) return PL_MEMBERS_ERR_CONFIG;
+    pl_addr old = pl_msim_addr(s, i);
+    pl_simnet_detach(s->net, &old);
+    nd->port = port;
+    pl_addr a = pl_msim_addr(s, i);
+    if (!pl_simnet_attach(s->net, &a, on_recv, nd)) return PL_MEMBERS_ERR_ADDR;
+    pl_members_err e = pl_members_set_addr(nd->m, &a, pl_simnet_now(s->net));
+    arm(nd);
+    return e;
 }
 
 pl_members_err pl_msim_add_known(pl_msim *s, uint32_t i, uint32_t j)

@@ -2,8 +2,9 @@
  * members_sim.h - a cluster of supernode membership instances on the
  * deterministic simulator, for tests and benchmarks.
  *
- * Node i has a fixed identity (derived from the run's seed) and address
- * (198.18.0.0/15, the benchmarking range, port 7400). A running node is one
+ * Node i has a fixed identity (derived from the run's seed) and IP address
+ * (in 198.18.0.0/15, the benchmarking range) and listens on port 7400 unless
+ * it moved. A running node is one
  * pl_members instance attached to the simulated network. A datagram carries
  * one membership message; the receiving side learns the sender's key from
  * the source address, standing in for the secure session that authenticates
@@ -63,6 +64,8 @@ uint32_t pl_msim_node_at(const pl_msim *s, const pl_addr *addr);
 pl_members_err pl_msim_add_known(pl_msim *s, uint32_t i, uint32_t j);
 pl_members_err pl_msim_join(pl_msim *s, uint32_t i);
 pl_members_err pl_msim_leave(pl_msim *s, uint32_t i);
+/* Moves node i to another port (its instance announces the new address). */
+pl_members_err pl_msim_move(pl_msim *s, uint32_t i, uint16_t port);
 /* Delivers a raw message to node i as if node `from` had sent it. */
 void pl_msim_inject(pl_msim *s, uint32_t i, uint32_t from, const uint8_t *msg, size_t len);
 void pl_msim_run_until(pl_msim *s, pl_time t);
