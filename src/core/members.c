@@ -53,6 +53,7 @@
 #define AE_MAX_BUCKETS 32        /* buckets one anti-entropy exchange pulls, at most */
 
 #define UPDATE_MIN 37            /* kind, key, incarnation: a "dead" update */
+#define ENTRY_DEAD_UNVERIFIED 5  /* sync entry: an unverified member is dead (an accusation) */
 #define CLAIM_CONTEXT "parley-members-v1"
 #define CLAIM_CONTEXT_LEN 17
 
@@ -78,12 +79,14 @@ typedef struct hot {
     uint32_t heap_pos; /* position in the suspicion heap, NONE: not suspected */
     uint16_t level;    /* how often the update was sent (or heard back) */
     bool queued;
-    pl_time queued_at; /* an update older than its lifetime is dropped: anti-entropy has it */
     uint8_t nconfirm;  /* distinct accusers counted, the first included */
+    pl_time queued_at; /* an update older than its lifetime is dropped: anti-entropy has it */
     pl_time start, deadline;
     uint8_t accuser[32]; /* the accuser our gossip of the suspicion names */
-    uint64_t confirmers[MAX_CONFIRM]; /* first 8 bytes of each accuser's key */
+    uint32_t confirmers[MAX_CONFIRM]; /* first 4 bytes of each accuser's key */
 } hot;
+
+_Static_assert(sizeof(hot) == 112, "a hot record is 112 bytes");
 
 typedef struct relay {
     bool used;
@@ -249,10 +252,10 @@ static int rank(uint8_t state)
     }
 }
 
-static uint64_t pk_prefix(const uint8_t pk[32])
+static uint32_t pk_prefix(const uint8_t pk[32])
 {
-    uint64_t v;
-    memcpy(&v, pk, 8);
+    uint32_t v;
+    memcpy(&v, pk, 4);
     return v;
 }
 
@@ -394,27 +397,33 @@ static bool claim_verifies(pl_members *m, uint8_t status, const uint8_t pk[32], 
 
 /* ---- digests ---------------------------------------------------------------------- */
 
-/* What anti-entropy compares: verified entries by key, incarnation, address
- * and class (live, dead or left; a suspicion is a passing, local matter). */
+/* What anti-entropy compares, per entry: 0 for an entry left out. Verified
+ * entries count by key, incarnation, address and class (live, dead or
+ * left; a suspicion is a passing, local matter). Unverified entries (seeded
+ * by add_known, incarnation 0) count while live, by key alone (host caches
+ * may disagree on the address, and nobody could settle that), and not once
+ * dead: a member still holding such an entry alive then differs, pulls,
+ * and is told (an unverified "dead" entry in the sync response). */
 static uint32_t entry_digest(const member *e)
 {
     static const uint8_t key[crypto_shorthash_KEYBYTES] = {0};
+    if (e->state == ST_FREE || (e->sig == NONE && !is_live(e->state))) return 0;
     uint8_t buf[56], h[crypto_shorthash_BYTES];
+    memset(buf, 0, sizeof buf);
     memcpy(buf, e->pk, 32);
     pl_put_u32be(buf + 32, e->inc);
     buf[36] = is_live(e->state) ? PL_MEMBER_ALIVE : e->state;
-    buf[37] = e->family;
-    buf[38] = (uint8_t)(e->port >> 8);
-    buf[39] = (uint8_t)e->port;
-    memcpy(buf + 40, e->ip, 16);
+    if (e->sig != NONE) {
+        buf[37] = e->family;
+        buf[38] = (uint8_t)(e->port >> 8);
+        buf[39] = (uint8_t)e->port;
+        memcpy(buf + 40, e->ip, 16);
+    }
     crypto_shorthash(h, buf, sizeof buf, key);
     return pl_get_u32be(h);
 }
 
-static void digest_toggle(pl_members *m, const member *e)
-{
-    if (e->state != ST_FREE && e->sig != NONE) m->digest[e->pk[0]] ^= entry_digest(e);
-}
+static void digest_toggle(pl_members *m, const member *e) { m->digest[e->pk[0]] ^= entry_digest(e); }
 
 /* ---- hot records, the gossip queue and the suspicion heap ---------------------------- */
 
@@ -903,7 +912,7 @@ static void accuse(pl_members *m, uint32_t s, uint32_t inc, const uint8_t accuse
         m->st.drop_unknown++;
         return;
     }
-    uint64_t who = pk_prefix(accuser);
+    uint32_t who = pk_prefix(accuser);
     if (e->state == PL_MEMBER_ALIVE) {
         uint32_t h = hot_get(m, s);
         if (h == NONE) return;
@@ -935,6 +944,7 @@ static void accuse(pl_members *m, uint32_t s, uint32_t inc, const uint8_t accuse
     r->confirmers[r->nconfirm++] = who;
     memcpy(r->accuser, accuser, 32);
     pl_time d = r->start + suspicion_timeout(m, r->nconfirm - 1u);
+    if (d < now) d = now;
     if (d < r->deadline) {
         r->deadline = d;
         heap_up(m, r->heap_pos);
@@ -1146,9 +1156,10 @@ static bool read_entry(pl_reader *r, upd *u)
 {
     memset(u, 0, sizeof *u);
     u->kind = pl_read_u8(r);
-    if (u->kind != PL_MEMBER_ALIVE && u->kind != PL_MEMBER_DEAD && u->kind != PL_MEMBER_LEFT) return false;
     u->pk = pl_read_ptr(r, 32);
     u->inc = pl_read_u32(r);
+    if (u->kind == ENTRY_DEAD_UNVERIFIED) return !r->err && u->inc == 0;
+    if (u->kind != PL_MEMBER_ALIVE && u->kind != PL_MEMBER_DEAD && u->kind != PL_MEMBER_LEFT) return false;
     if (!read_addr_checked(r, &u->addr) || u->inc == 0) return false;
     u->sig = pl_read_ptr(r, 64);
     return !r->err;
@@ -1416,7 +1427,17 @@ static void serve_sync(pl_members *m, const uint8_t pk[32], const pl_addr *addr,
     for (; s < m->hw; s++) {
         if (scanned++ >= SYNC_SCAN_MAX || n >= MAX_SYNC_ENTRIES) break;
         member *e = &m->ent[s];
-        if (e->state == ST_FREE || e->sig == NONE || !bucket_wanted(bitmap, e->pk[0])) continue;
+        if (e->state == ST_FREE || !bucket_wanted(bitmap, e->pk[0])) continue;
+        if (e->sig == NONE) {
+            /* Unverified: only a death can be told, as an accusation. */
+            if (e->state != PL_MEMBER_DEAD) continue;
+            if (UPDATE_MIN > w.cap - w.off) break;
+            pl_write_u8(&w, ENTRY_DEAD_UNVERIFIED);
+            pl_write_bytes(&w, e->pk, 32);
+            pl_write_u32(&w, e->inc);
+            n++;
+            continue;
+        }
         pl_addr a = entry_addr(e);
         if (UPDATE_MIN + addr_len(&a) + 64 > w.cap - w.off) break;
         pl_write_u8(&w, is_live(e->state) ? PL_MEMBER_ALIVE : e->state);
@@ -1440,9 +1461,9 @@ static void digests_without(const pl_members *m, const uint8_t other[32], uint32
 {
     memcpy(out, m->digest, sizeof m->digest);
     const member *self = &m->ent[m->self];
-    if (self->sig != NONE) out[self->pk[0]] ^= entry_digest(self);
+    out[self->pk[0]] ^= entry_digest(self);
     uint32_t s = find(m, other);
-    if (s != NONE && m->ent[s].sig != NONE) out[m->ent[s].pk[0]] ^= entry_digest(&m->ent[s]);
+    if (s != NONE) out[m->ent[s].pk[0]] ^= entry_digest(&m->ent[s]);
 }
 
 static uint32_t diff_buckets(const pl_members *m, const uint8_t other[32], const uint32_t theirs[PL_MEMBERS_BUCKETS],
@@ -1562,6 +1583,22 @@ static void on_ping_req(pl_members *m, const uint8_t from[32], const pl_addr *fr
     send_simple(m, PL_MEMBERS_MSG_PING, target, target_addr, r->seq);
 }
 
+/* "An unverified member is dead": the responder's accusation against a
+ * member we hold at incarnation 0. It creates nothing. */
+static void pulled_unverified_death(pl_members *m, const upd *u, const uint8_t from[32], pl_time now)
+{
+    uint32_t s = find(m, u->pk);
+    if (s == NONE) {
+        m->st.drop_unknown++;
+        return;
+    }
+    upd dead = *u;
+    dead.kind = PL_MEMBER_DEAD;
+    if (s == m->self) about_self(m, &dead, false, now);
+    else if (m->ent[s].inc == 0 && is_live(m->ent[s].state)) accuse(m, s, 0, from, now);
+    else m->st.drop_stale++;
+}
+
 /* A join starts with one pull of every bucket; once the first answer tells
  * how big the seed's table is, a big table is split across several pulls
  * that run in parallel. The new pulls start from the seed's first slot, so
@@ -1595,6 +1632,10 @@ static void on_sync_resp(pl_members *m, const uint8_t from[32], uint32_t req_id,
     }
     for (uint32_t i = 0; i < n; i++) {
         m->st.sync_entries_received++;
+        if (ups[i].kind == ENTRY_DEAD_UNVERIFIED) {
+            pulled_unverified_death(m, &ups[i], from, now);
+            continue;
+        }
         upd claim = ups[i];
         uint8_t verdict = claim.kind;
         claim.kind = verdict == PL_MEMBER_LEFT ? PL_MEMBER_LEFT : PL_MEMBER_ALIVE;
@@ -1729,13 +1770,15 @@ void pl_members_receive(pl_members *m, const uint8_t from_pk[32], const pl_addr 
 
 /* ---- timers ---------------------------------------------------------------------------- */
 
+static void expire_suspicions(pl_members *m, pl_time now)
+{
+    while (m->heap_len > 0 && m->hots[m->heap[0]].deadline <= now) declare_dead(m, m->hots[m->heap[0]].member, now);
+}
+
 void pl_members_tick(pl_members *m, pl_time now)
 {
     if (now > m->now) m->now = now;
-    while (m->heap_len > 0 && m->hots[m->heap[0]].deadline <= now) {
-        uint32_t s = m->hots[m->heap[0]].member;
-        declare_dead(m, s, now);
-    }
+    expire_suspicions(m, now);
     for (uint32_t i = 0; i < RELAYS; i++) {
         relay *r = &m->relays[i];
         if (r->used && now >= r->nack_at) {
@@ -1754,6 +1797,9 @@ void pl_members_tick(pl_members *m, pl_time now)
     if (m->joining && chains_with(m, true) == 0) join_done(m, now);
     if (now >= m->next_gossip) gossip(m, now);
     if (now >= m->next_ae) anti_entropy(m, now);
+    /* A probe that failed just now may have confirmed a suspicion so often
+     * that its time is already up. */
+    expire_suspicions(m, now);
 }
 
 pl_time pl_members_next_timeout(const pl_members *m)
@@ -1856,6 +1902,7 @@ pl_members_err pl_members_add_known(pl_members *m, const uint8_t pk[32], const p
     uint32_t s = insert(m, pk, addr, 0);
     if (s == NONE) return PL_MEMBERS_ERR_FULL;
     set_state(m, s, PL_MEMBER_ALIVE, now);
+    digest_toggle(m, &m->ent[s]);
     emit(m, PL_MEMBERS_EV_UP, s, NULL, now);
     return PL_MEMBERS_OK;
 }
