@@ -767,6 +767,7 @@ static void about_self(pl_members *m, const upd *u, bool signed_claim, pl_time n
 /* ---- applying claims and accusations ------------------------------------------------------ */
 
 static void accuse(pl_members *m, uint32_t s, uint32_t inc, const uint8_t accuser[32], pl_time now);
+static void pulled_death(pl_members *m, uint32_t s, uint32_t inc, const uint8_t from[32], pl_time now);
 
 /* Gossip brought a membership change (a member came, went or came back):
  * the network is in flux, and pure push gossip always misses a few members,
@@ -843,7 +844,7 @@ static void apply_claim(pl_members *m, const upd *u, uint8_t state, const uint8_
              * the stale view of a node that was cut off, so it counts as
              * the sender's accusation, which the member can refute, rather
              * than as a death. */
-            accuse(m, s, u->inc, from, now);
+            pulled_death(m, s, u->inc, from, now);
             return;
         }
     } else {
@@ -950,6 +951,25 @@ static void accuse(pl_members *m, uint32_t s, uint32_t inc, const uint8_t accuse
         heap_up(m, r->heap_pos);
     }
     enqueue(m, s);
+}
+
+/* A "dead" verdict pulled from another member's table, about a member we
+ * hold alive: the sender already waited out its own suspicion, so ours runs
+ * the minimum time only, as if fully confirmed. The accused still has that
+ * long to refute, which is what keeps a healed partition from killing live
+ * members. */
+static void pulled_death(pl_members *m, uint32_t s, uint32_t inc, const uint8_t from[32], pl_time now)
+{
+    accuse(m, s, inc, from, now);
+    uint32_t h = m->ent[s].hot;
+    if (m->ent[s].state != PL_MEMBER_SUSPECT || h == NONE || m->hots[h].heap_pos == NONE) return;
+    hot *r = &m->hots[h];
+    pl_time d = r->start + suspicion_timeout(m, MAX_CONFIRM);
+    if (d < now) d = now;
+    if (d < r->deadline) {
+        r->deadline = d;
+        heap_up(m, r->heap_pos);
+    }
 }
 
 static void apply_update(pl_members *m, const upd *u, pl_time now)
@@ -1595,7 +1615,7 @@ static void pulled_unverified_death(pl_members *m, const upd *u, const uint8_t f
     upd dead = *u;
     dead.kind = PL_MEMBER_DEAD;
     if (s == m->self) about_self(m, &dead, false, now);
-    else if (m->ent[s].inc == 0 && is_live(m->ent[s].state)) accuse(m, s, 0, from, now);
+    else if (m->ent[s].inc == 0 && is_live(m->ent[s].state)) pulled_death(m, s, 0, from, now);
     else m->st.drop_stale++;
 }
 
