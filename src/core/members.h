@@ -74,7 +74,7 @@ enum {
 /* The largest message the instance ever sends: 1,200 bytes on the wire less
  * the secure-session overhead (32) and an IPv6 + UDP header (48). */
 #define PL_MEMBERS_MAX_MESSAGE 1120
-#define PL_MEMBERS_MIN_MESSAGE 1100 /* the smallest cap a config may set */
+#define PL_MEMBERS_MIN_MESSAGE 1100 /* the smallest cap a config may set (a digest needs 1,027) */
 
 /* Anti-entropy buckets: a member's bucket is the first byte of its key. */
 #define PL_MEMBERS_BUCKETS 256
@@ -183,7 +183,8 @@ typedef struct pl_members_stats {
     uint64_t drop_malformed;  /* refused by the decoder (incl. unknown types) */
     uint64_t drop_signature;  /* a claim whose signature does not verify */
     uint64_t drop_stale;      /* a claim or accusation older than what is held */
-    uint64_t drop_unknown;    /* an accusation about a member we do not know */
+    uint64_t drop_unknown;    /* an accusation about a member we do not know, or naming an
+                                 incarnation it never signed */
     uint64_t drop_full;       /* a new member while the table was full */
     uint64_t drop_busy;       /* ping-req or sync request refused for lack of room or rate */
     uint64_t probes, probes_failed, indirect_probes;
