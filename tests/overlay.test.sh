@@ -72,6 +72,9 @@ for i in $(seq 1 $N_SN); do
         finish
 done
 ok "5 supernodes listen on 127.0.0.2-6"
+sleep 2
+out=$("$PL" --home "$T/super5" status)
+expect "supernodes find each other by gossip" 'supernodes +5 alive of 5 known' "$out"
 # Supernodes answer standard STUN Binding requests on their address.
 out=$(timeout 3 turnutils_stunclient -p "$PORT" 127.0.0.3 2>&1)
 expect "a supernode answers coturn's STUN client with the reflexive address" 'UDP reflexive addr: 127\.0\.0\.1:[0-9]+' "$out"
@@ -155,6 +158,8 @@ if [ "$recovered" -gt 0 ]; then
 else
     bad "after kill -9 of two supernodes every node re-attached and every record resolves" "found $found, attached $reattached"
 fi
+out=$("$PL" --home "$T/super5" status)
+expect "gossip noticed the two deaths" 'supernodes +3 alive of 5 known' "$out"
 again=$(grep -h 'attached to supernode' "$T"/user*.log | wc -l)
 expect "their clients re-attached once each (one re-attach, not a new bootstrap)" "^$((20 + victims))\$" "$again"
 

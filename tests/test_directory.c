@@ -96,6 +96,7 @@ static pl_addr addr_of(int a, int b, int port)
 
 /* n_sn supernodes (full membership), n_users nodes spread over them. */
 static bool share_ring; /* the next lab's supernodes share one ring */
+static bool gossip;     /* the next lab's supernodes run gossip membership */
 
 static void lab_up(lab *l, bool secure, size_t n_sn, size_t n_users)
 {
@@ -108,7 +109,10 @@ static void lab_up(lab *l, bool secure, size_t n_sn, size_t n_users)
     for (size_t i = 0; i < n_sn; i++) {
         char name[32];
         snprintf(name, sizeof name, "super%zu", i + 1);
-        pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .max_peers = 512};
+        /* With gossip, each supernode knows only the first as its seed and
+         * learns the rest. */
+        pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .max_peers = 512, .membership = gossip,
+                             .bootstrap = boot, .n_bootstrap = gossip && i > 0 ? 1 : 0};
         pl_addr a = addr_of(100, (int)i + 1, 7400);
         l->sn[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->sn[i]);
@@ -116,7 +120,8 @@ static void lab_up(lab *l, bool secure, size_t n_sn, size_t n_users)
         pl_simhost_start(l->sn[i]);
     }
     l->n_sn = n_sn;
-    pl_simworld_introduce_supernodes(l->w);
+    if (!gossip) pl_simworld_introduce_supernodes(l->w);
+    else pl_simnet_run_until(pl_simworld_net(l->w), T0 + 3 * PL_SEC);
     for (size_t i = 0; i < n_users; i++) {
         char name[32];
         snprintf(name, sizeof name, "user%02zu", i);
@@ -178,7 +183,7 @@ static size_t lookup_all(lab *l, pl_time wait)
 
 static void every_node_finds_every_other(void)
 {
-    lab l;
+    static lab l;
     lab_up(&l, true, 5, 20);
     run(&l, T0 + 3 * PL_SEC);
     for (size_t i = 0; i < l.n_users; i++) {
@@ -211,16 +216,19 @@ static void every_node_finds_every_other(void)
 
 static void records_stay_resolvable_when_two_supernodes_die(void)
 {
-    lab l;
+    static lab l;
     lab_up(&l, true, 5, 20);
     run(&l, T0 + 3 * PL_SEC);
     CHECK_EQ(lookup_all(&l, 5 * PL_SEC), 20 * 19);
     pl_time crash = now_of(&l);
     pl_simhost_crash(l.sn[0]);
     pl_simhost_crash(l.sn[1]);
-    /* Membership learns of it (gossip's job; here, told at once). */
-    pl_simworld_forget_supernode(l.w, l.sn[0]);
-    pl_simworld_forget_supernode(l.w, l.sn[1]);
+    /* Membership learns of it: gossip finds out by itself; without it the
+     * test tells the others at once. */
+    if (!gossip) {
+        pl_simworld_forget_supernode(l.w, l.sn[0]);
+        pl_simworld_forget_supernode(l.w, l.sn[1]);
+    }
     /* Every record must resolve: check every 5 s until they all do. */
     pl_time recovered = 0;
     for (int round = 0; round < 24 && !recovered; round++) {
@@ -283,7 +291,7 @@ static pl_simhost *primary_for(lab *l, const char *name)
 
 static void a_supernode_that_alters_a_record_is_caught(void)
 {
-    lab l;
+    static lab l;
     lab_up(&l, false, 5, 6);
     run(&l, T0 + 3 * PL_SEC);
     liar x = {.host = primary_for(&l, "user03"), .mode = 1};
@@ -306,7 +314,7 @@ static void a_supernode_that_alters_a_record_is_caught(void)
 
 static void a_supernode_that_serves_an_old_record_is_caught(void)
 {
-    lab l;
+    static lab l;
     lab_up(&l, false, 5, 6);
     run(&l, T0 + 3 * PL_SEC);
     pl_simhost *bob = l.users[3];
@@ -342,7 +350,7 @@ static void a_supernode_that_serves_an_old_record_is_caught(void)
  * replicas refuse a record older than the one they hold. */
 static void nobody_publishes_for_someone_else_and_old_records_do_not_return(void)
 {
-    lab l;
+    static lab l;
     lab_up(&l, false, 5, 4);
     run(&l, T0 + 3 * PL_SEC);
     pl_simhost *mallory = l.users[0], *bob = l.users[1];
@@ -406,9 +414,23 @@ static void supernodes_sharing_one_ring_behave_the_same(void)
     share_ring = false;
 }
 
+/* The same with supernodes that learn each other by gossip from one seed
+ * and find out about the deaths themselves. */
+static void with_gossip_membership_supernodes_find_out_by_themselves(void)
+{
+    gossip = true;
+    static lab l;
+    lab_up(&l, true, 5, 4);
+    for (size_t i = 0; i < l.n_sn; i++)
+        CHECK_EQ(pl_dir_member_count(pl_super_directory(pl_stack_super(pl_simhost_stack(l.sn[i])))), 5);
+    pl_simworld_free(l.w);
+    records_stay_resolvable_when_two_supernodes_die();
+    gossip = false;
+}
+
 static void presence_reaches_watchers(void)
 {
-    lab l;
+    static lab l;
     lab_up(&l, true, 5, 8);
     run(&l, T0 + 3 * PL_SEC);
     host_log *a = log_of(&l, l.users[0]);
@@ -449,6 +471,7 @@ int main(void)
     RUN(every_node_finds_every_other);
     RUN(records_stay_resolvable_when_two_supernodes_die);
     RUN(supernodes_sharing_one_ring_behave_the_same);
+    RUN(with_gossip_membership_supernodes_find_out_by_themselves);
     RUN(a_supernode_that_alters_a_record_is_caught);
     RUN(a_supernode_that_serves_an_old_record_is_caught);
     RUN(nobody_publishes_for_someone_else_and_old_records_do_not_return);

@@ -1053,8 +1053,11 @@ static int cmd_status(void)
     cJSON_ArrayForEach(e, sb) printf("standby      %.16s... at %s\n", jstr(e, "fingerprint"), jstr(e, "addr"));
     printf("nat          %s\n", jstr(r, "nat"));
     printf("listening    %s\n", jstr(r, "listen"));
-    if (strcmp(jstr(r, "role"), "supernode") == 0)
+    if (strcmp(jstr(r, "role"), "supernode") == 0) {
         printf("clients      %.0f of at most %.0f\n", jnum(r, "clients"), jnum(r, "max_clients"));
+        printf("supernodes   %.0f alive of %.0f known (gossip)\n", jnum(r, "supernodes_alive"), jnum(r, "supernodes_known"));
+        printf("records      %.0f held as a replica\n", jnum(r, "records"));
+    }
     cJSON_Delete(r);
     return 0;
 }

@@ -228,10 +228,26 @@ static void pair_id(const uint8_t key[32], const uint8_t pk[32], uint8_t out[32]
     crypto_generichash_final(&st, out, 32);
 }
 
-static const member *member_of(const pl_dir *d, const uint8_t pk[32])
+/* A member's address: from the driver's membership when it offers one (the
+ * directory then keeps no table of its own), else from the table. */
+static bool member_addr(const pl_dir *d, const uint8_t pk[32], pl_addr *out)
 {
+    if (d->io.addr_of) {
+        uint32_t slot_at = pl_ring_slot(d->ring, pk);
+        if (slot_at == PL_RING_NO_SLOT || !(slot_at < d->nbits && (d->alive[slot_at / 64] >> (slot_at % 64) & 1)))
+            return false;
+        return d->io.addr_of(d->io.ctx, pk, out);
+    }
     uint32_t i;
-    return pl_keymap_get(&d->member_by_pk, pk, &i) ? pool_at(&d->members, i) : NULL;
+    if (!pl_keymap_get(&d->member_by_pk, pk, &i)) return false;
+    *out = ((const member *)pool_at(&d->members, i))->addr;
+    return true;
+}
+
+static bool is_member(const pl_dir *d, const uint8_t pk[32])
+{
+    pl_addr a;
+    return member_addr(d, pk, &a);
 }
 
 static bool is_self(const pl_dir *d, const uint8_t pk[32]) { return memcmp(d->self, pk, 32) == 0; }
@@ -278,8 +294,8 @@ static void send_msg(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, const
 /* To another supernode, by key: its address comes from membership. */
 static void send_peer(pl_dir *d, const uint8_t pk[32], const pl_ovl_dir *m, pl_time now)
 {
-    const member *mb = member_of(d, pk);
-    if (mb) send_msg(d, pk, &mb->addr, m, now);
+    pl_addr a;
+    if (member_addr(d, pk, &a)) send_msg(d, pk, &a, m, now);
 }
 
 static slot *slot_of(const pl_dir *d, const uint8_t key[32], uint32_t *idx)
@@ -608,7 +624,7 @@ static void lookup_step(pl_dir *d, uint32_t idx, pend *p, pl_time now)
             p->at++;
             continue;
         }
-        if (!member_of(d, p->reps[p->at])) {
+        if (!is_member(d, p->reps[p->at])) {
             p->at++;
             continue;
         }
@@ -940,7 +956,7 @@ bool pl_dir_peer_message(pl_dir *d, const uint8_t pk[32], const pl_addr *from, c
         t != PL_OVL_WATCH && t != PL_OVL_UNWATCH && t != PL_OVL_NOTIFY && t != PL_OVL_OFFLINE)
         return false;
     /* Only supernodes speak these; anyone else is ignored. */
-    if (!member_of(d, pk)) return true;
+    if (!is_member(d, pk)) return true;
     pl_ovl_dir m;
     if (pl_ovl_decode_dir(&m, msg, len)) return true;
     switch (t) {
@@ -1048,6 +1064,10 @@ static void set_alive(pl_dir *d, const uint8_t pk[32], bool alive, pl_time now)
 void pl_dir_member_up(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, pl_time now)
 {
     uint32_t i;
+    if (d->io.addr_of) {
+        set_alive(d, pk, true, now);
+        return;
+    }
     if (pl_keymap_get(&d->member_by_pk, pk, &i)) {
         ((member *)pool_at(&d->members, i))->addr = *addr;
     } else {
@@ -1068,7 +1088,12 @@ void pl_dir_member_up(pl_dir *d, const uint8_t pk[32], const pl_addr *addr, pl_t
 void pl_dir_member_down(pl_dir *d, const uint8_t pk[32], pl_time now)
 {
     uint32_t i;
-    if (!pl_keymap_get(&d->member_by_pk, pk, &i) || is_self(d, pk)) return;
+    if (is_self(d, pk)) return;
+    if (d->io.addr_of) {
+        set_alive(d, pk, false, now);
+        return;
+    }
+    if (!pl_keymap_get(&d->member_by_pk, pk, &i)) return;
     set_alive(d, pk, false, now);
     pl_keymap_remove(&d->member_by_pk, pk);
     pool_release(&d->members, i);
@@ -1081,10 +1106,8 @@ size_t pl_dir_standby_for(const pl_dir *d, const uint8_t client_pk[32], pl_ovl_p
     uint8_t reps[MAX_R][32];
     size_t k = replicas(d, client_pk, n + 1 < MAX_R ? n + 1 : MAX_R, reps), got = 0;
     for (size_t i = 0; i < k && got < n; i++) {
-        const member *m = member_of(d, reps[i]);
-        if (is_self(d, reps[i]) || !m) continue;
-        memcpy(out[got].pk, m->pk, 32);
-        out[got++].addr = m->addr;
+        if (is_self(d, reps[i]) || !member_addr(d, reps[i], &out[got].addr)) continue;
+        memcpy(out[got++].pk, reps[i], 32);
     }
     return got;
 }

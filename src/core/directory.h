@@ -35,6 +35,9 @@ typedef struct pl_dir_io {
     void *ctx;
     bool (*send)(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
                  pl_time now);
+    /* Where a supernode is, from the driver's membership table (NULL: the
+     * directory keeps the addresses members came up with). */
+    bool (*addr_of)(void *ctx, const uint8_t pk[32], pl_addr *out);
 } pl_dir_io;
 
 #define PL_DIR_DEFAULT_REPLICAS 3

@@ -9,6 +9,8 @@
 
 struct pl_stack {
     pl_role role;
+    pl_ovl_peer *seeds; /* a supernode's bootstrap list, for joining */
+    size_t n_seeds;
     const pl_mem *mem;
     pl_stack_io io;
     pl_link *link; /* NULL with an external transport */
@@ -193,6 +195,9 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                               .replicas = cfg->replicas,
                               .vpoints = cfg->vpoints,
                               .shared_ring = cfg->shared_ring,
+                              .no_mailbox = cfg->no_mailbox,
+                              .membership = cfg->membership,
+                              .members = cfg->members,
                               .rng = cfg->rng,
                               .mem = mem,
                               .max_clients = cfg->max_clients,
@@ -201,6 +206,12 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
         pl_super_io sio = {st, core_send, core_close, super_event};
         pl_super_err se = pl_super_new(&st->super, &sc, &sio);
         if (se) err = se == PL_SUPER_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
+    }
+    if (!err && cfg->role == PL_ROLE_SUPERNODE && cfg->n_bootstrap) {
+        st->seeds = mem->calloc(mem->ctx, cfg->n_bootstrap, sizeof *st->seeds);
+        if (!st->seeds) err = PL_STACK_ERR_NOMEM;
+        else memcpy(st->seeds, cfg->bootstrap, cfg->n_bootstrap * sizeof *st->seeds);
+        st->n_seeds = cfg->n_bootstrap;
     }
     if (err) {
         pl_stack_free(st);
@@ -217,6 +228,7 @@ void pl_stack_free(pl_stack *st)
     pl_node_free(st->node);
     pl_super_free(st->super);
     pl_link_free(st->link);
+    if (st->seeds) mem->free(mem->ctx, st->seeds);
     memset(st, 0, sizeof *st);
     mem->free(mem->ctx, st);
 }
@@ -224,11 +236,18 @@ void pl_stack_free(pl_stack *st)
 void pl_stack_start(pl_stack *st, pl_time now)
 {
     if (st->node) pl_node_start(st->node, now);
+    /* A supernode knows its seeds (the others, without gossip) and, with
+     * gossip, pulls the membership from one of them. */
+    if (st->super) {
+        for (size_t i = 0; i < st->n_seeds; i++) pl_super_add_known(st->super, st->seeds[i].pk, &st->seeds[i].addr, now);
+        if (pl_super_members(st->super) && st->n_seeds) pl_super_join(st->super, now);
+    }
 }
 
 void pl_stack_stop(pl_stack *st, pl_time now)
 {
     if (st->node) pl_node_stop(st->node, now);
+    if (st->super) pl_super_leave(st->super, now);
 }
 
 pl_role pl_stack_role(const pl_stack *st) { return st->role; }

@@ -54,7 +54,9 @@ struct pl_super {
     uint8_t n_redirects;
 
     pl_dir *dir;
-    pl_mbox *mbox; /* NULL: no mailbox */
+    pl_mbox *mbox;       /* NULL: no mailbox */
+    pl_members *members; /* NULL: membership given by the driver */
+    pl_time now;         /* of the input being handled: membership's sends carry no time */
     pl_super_stats stats;
 };
 
@@ -126,6 +128,27 @@ static void reply(pl_super *s, const uint8_t pk[32], const pl_addr *to, const ui
     if (len) s->io.send(s->io.ctx, pk, to, msg, len, now);
 }
 
+/* Up to max live supernodes other than this one, from a random place in
+ * the membership table. */
+static uint8_t sample_members(pl_super *s, pl_ovl_peer *out, uint8_t max)
+{
+    uint32_t total = pl_members_count(s->members);
+    if (!total || !max) return 0;
+    uint32_t start = (uint32_t)pl_rng_below(s->rng, total), cursor = start;
+    uint8_t n = 0;
+    pl_member_info info;
+    for (uint32_t seen = 0; seen < total && n < max; seen++) {
+        if (!pl_members_next(s->members, &cursor, &info)) {
+            cursor = 0;
+            if (!pl_members_next(s->members, &cursor, &info)) break;
+        }
+        if (info.self || info.state != PL_MEMBER_ALIVE) continue;
+        memcpy(out[n].pk, info.pk, 32);
+        out[n++].addr = info.addr;
+    }
+    return n;
+}
+
 static void refuse(pl_super *s, const uint8_t pk[32], const pl_addr *to, uint8_t reason, pl_time now)
 {
     pl_ovl_refused r;
@@ -135,6 +158,7 @@ static void refuse(pl_super *s, const uint8_t pk[32], const pl_addr *to, uint8_t
     if (reason == PL_OVL_REFUSED_OVERLOADED) {
         r.n_redirect = s->n_redirects;
         memcpy(r.redirect, s->redirects, s->n_redirects * sizeof *r.redirect);
+        if (s->members) r.n_redirect += sample_members(s, r.redirect + r.n_redirect, 4);
     }
     uint8_t msg[8 + PL_OVL_MAX_PEERS * 52];
     reply(s, pk, to, msg, pl_ovl_encode_refused(msg, sizeof msg, &r), now);
@@ -213,6 +237,9 @@ static void on_proof(pl_super *s, const uint8_t pk[32], const pl_cert *cert, con
     c->told = ok.observed;
     for (uint8_t i = 0; i < s->n_hosts; i++)
         if (memcmp(s->hosts[i].pk, pk, 32) != 0) ok.hosts[ok.n_hosts++] = s->hosts[i];
+    /* With gossip, a random sample of the live supernodes, so that host
+     * caches spread over all of them rather than the bootstrap few. */
+    if (s->members) ok.n_hosts += sample_members(s, ok.hosts + ok.n_hosts, PL_OVL_MAX_PEERS - ok.n_hosts);
     uint8_t out[16 + 18 * 52 + 32];
     reply(s, pk, from, out, pl_ovl_encode_attach_ok(out, sizeof out, &ok), now);
     emit(s, PL_SUPER_EV_CLIENT_ATTACHED, c, now);
@@ -258,6 +285,12 @@ bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
         return true;
     }
     default: {
+        if (msg[0] >= PL_MEMBERS_MSG_MIN && msg[0] <= PL_MEMBERS_MSG_MAX) {
+            if (!s->members) return false;
+            s->now = now;
+            pl_members_receive(s->members, pk, from, msg, len, now);
+            return true;
+        }
         /* The directory and the mailbox: from an attached client, or from
          * a supernode (they check it is one). */
         const client *c = find(s, pk);
@@ -294,6 +327,8 @@ void pl_super_peer_down(pl_super *s, const uint8_t pk[32], pl_time now)
 
 void pl_super_tick(pl_super *s, pl_time now)
 {
+    s->now = now;
+    if (s->members) pl_members_tick(s->members, now);
     pl_dir_tick(s->dir, now);
     if (s->mbox) pl_mbox_tick(s->mbox, now);
     if (now < s->next_sweep) return;
@@ -315,8 +350,79 @@ pl_time pl_super_next_timeout(const pl_super *s)
     pl_time d = pl_dir_next_timeout(s->dir);
     if (d < t) t = d;
     if (s->mbox && (d = pl_mbox_next_timeout(s->mbox)) < t) t = d;
+    if (s->members && (d = pl_members_next_timeout(s->members)) < t) t = d;
     return t;
 }
+
+/* ---- gossip membership -------------------------------------------------------------------- */
+
+static void members_send(void *ctx, const uint8_t to_pk[32], const pl_addr *to_addr, const uint8_t *msg, size_t len)
+{
+    pl_super *s = ctx;
+    s->io.send(s->io.ctx, to_pk, to_addr, msg, len, s->now);
+}
+
+/* What membership learns is what the directory and the mailbox place
+ * records by. */
+static void members_event(void *ctx, const pl_members_event *ev)
+{
+    pl_super *s = ctx;
+    const pl_member_info *m = ev->info;
+    if (!m || m->self) return;
+    switch (ev->type) {
+    case PL_MEMBERS_EV_UP:
+    case PL_MEMBERS_EV_ADDRESS:
+        pl_dir_member_up(s->dir, m->pk, &m->addr, ev->now);
+        if (s->mbox) pl_mbox_member_up(s->mbox, m->pk, &m->addr, ev->now);
+        break;
+    case PL_MEMBERS_EV_DOWN:
+        pl_dir_member_down(s->dir, m->pk, ev->now);
+        if (s->mbox) pl_mbox_member_down(s->mbox, m->pk, ev->now);
+        break;
+    case PL_MEMBERS_EV_SUSPECT:
+    case PL_MEMBERS_EV_CLEARED:
+    case PL_MEMBERS_EV_SYNCED: break;
+    }
+}
+
+/* The directory asks where a supernode is: membership knows. */
+static bool members_addr_of(void *ctx, const uint8_t pk[32], pl_addr *out)
+{
+    pl_super *s = ctx;
+    pl_member_info info;
+    if (!pl_members_find(s->members, pk, &info)) return false;
+    *out = info.addr;
+    return info.state == PL_MEMBER_ALIVE || info.state == PL_MEMBER_SUSPECT;
+}
+
+void pl_super_add_known(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now)
+{
+    if (!s->members) {
+        pl_super_member_up(s, pk, addr, now);
+        return;
+    }
+    s->now = now;
+    if (pl_members_add_known(s->members, pk, addr, now) == PL_MEMBERS_OK) {
+        pl_dir_member_up(s->dir, pk, addr, now);
+        if (s->mbox) pl_mbox_member_up(s->mbox, pk, addr, now);
+    }
+}
+
+pl_members_err pl_super_join(pl_super *s, pl_time now)
+{
+    if (!s->members) return PL_MEMBERS_OK;
+    s->now = now;
+    return pl_members_join(s->members, now);
+}
+
+void pl_super_leave(pl_super *s, pl_time now)
+{
+    if (!s->members) return;
+    s->now = now;
+    pl_members_leave(s->members, now);
+}
+
+pl_members *pl_super_members(pl_super *s) { return s->members; }
 
 void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now)
 {
@@ -405,7 +511,21 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
     pl_dir_config dc = {.self_pk = s->id.sign_pk, .rng = cfg->rng, .mem = mem, .replicas = cfg->replicas,
                         .vpoints = cfg->vpoints, .shared_ring = cfg->shared_ring};
     memcpy(dc.ca_pk, cfg->ca_pk, 32);
-    pl_dir_io dio = {s, dir_send};
+    if (cfg->membership) {
+        pl_members_config mcfg;
+        if (cfg->members) mcfg = *cfg->members;
+        else memset(&mcfg, 0, sizeof mcfg);
+        mcfg.identity = cfg->identity;
+        mcfg.addr = cfg->self_addr;
+        mcfg.rng = cfg->rng;
+        mcfg.mem = mem;
+        pl_members_io mio = {s, members_send, members_event};
+        if (pl_members_new(&s->members, &mcfg, &mio, 0) != PL_MEMBERS_OK) {
+            pl_super_free(s);
+            return PL_SUPER_ERR_CONFIG;
+        }
+    }
+    pl_dir_io dio = {s, dir_send, s->members ? members_addr_of : NULL};
     if (pl_dir_new(&s->dir, &dc, &dio) != PL_DIRECTORY_OK) {
         pl_super_free(s);
         return PL_SUPER_ERR_NOMEM;
@@ -415,8 +535,8 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
         pl_mbox_config mc = {.self_pk = s->id.sign_pk, .self_addr = cfg->self_addr, .rng = cfg->rng, .mem = mem,
                              .replicas = cfg->replicas, .vpoints = cfg->vpoints};
         memcpy(mc.ca_pk, cfg->ca_pk, 32);
-        pl_mbox_io mio = {s, dir_send};
-        if (pl_mbox_new(&s->mbox, &mc, &mio) != PL_MBOX_E_OK) {
+        pl_mbox_io mbio = {s, dir_send};
+        if (pl_mbox_new(&s->mbox, &mc, &mbio) != PL_MBOX_E_OK) {
             pl_super_free(s);
             return PL_SUPER_ERR_NOMEM;
         }
@@ -435,6 +555,7 @@ void pl_super_free(pl_super *s)
     pl_keymap_free(&s->by_key);
     pl_dir_free(s->dir);
     pl_mbox_free(s->mbox);
+    pl_members_free(s->members);
     sodium_memzero(s, sizeof *s);
     mem->free(mem->ctx, s);
 }

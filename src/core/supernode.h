@@ -16,6 +16,7 @@
 
 #include "directory.h"
 #include "mailbox.h"
+#include "members.h"
 #include "overlay.h"
 #include "parley.h"
 
@@ -58,6 +59,11 @@ typedef struct pl_super_config {
     unsigned vpoints;            /* ring points per supernode; 0: the ring's default */
     struct pl_ring *shared_ring; /* the simulator's supernodes share one (directory.h) */
     bool no_mailbox;             /* store no messages for others (the simulator at scale) */
+    /* Gossip membership (members.h): off, the driver tells the supernode
+     * who the others are (pl_super_member_up/down). */
+    bool membership;
+    const pl_members_config *members; /* timers and limits; NULL: the defaults (identity, address,
+                                         rng and mem are filled in here) */
     const pl_rng *rng;
     const pl_mem *mem;           /* NULL: the C heap */
     uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */
@@ -110,10 +116,17 @@ void pl_super_set_redirects(pl_super *s, const pl_ovl_peer *to, uint8_t n);
  * shedding, demotion) and forgets them. Returns how many were told. */
 uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, pl_time now);
 
-/* Membership as this supernode knows it (until gossip does it, the
- * configured supernodes). */
+/* Membership given by the driver (without gossip). */
 void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now);
 void pl_super_member_down(pl_super *s, const uint8_t pk[32], pl_time now);
+/* With gossip: supernodes known in advance (the bootstrap list, a host
+ * cache), then joining (pulling the membership from one of them). */
+void pl_super_add_known(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now);
+pl_members_err pl_super_join(pl_super *s, pl_time now);
+/* Leaves the membership politely (a demotion, a shutdown). */
+void pl_super_leave(pl_super *s, pl_time now);
+/* The membership instance, or NULL without gossip. */
+pl_members *pl_super_members(pl_super *s);
 /* The revocation list (the caller keeps it alive). */
 void pl_super_set_crl(pl_super *s, const pl_crl *crl);
 /* The directory engine (directory.h) and the mailbox (mailbox.h; NULL

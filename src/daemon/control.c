@@ -120,6 +120,13 @@ static cJSON *cmd_status(parleyd *d)
         cJSON_AddNumberToObject(r, "lost", (double)ss.lost);
         cJSON_AddNumberToObject(r, "refused_full", (double)ss.refused_full);
         cJSON_AddNumberToObject(r, "refused_proof", (double)ss.refused_proof);
+        pl_members *m = pl_super_members(pl_stack_super(d->stack));
+        if (m) {
+            cJSON_AddNumberToObject(r, "supernodes_alive", pl_members_alive_count(m));
+            cJSON_AddNumberToObject(r, "supernodes_known", pl_members_count(m));
+        }
+        pl_dir_stats ds = pl_dir_get_stats(pl_super_directory(pl_stack_super(d->stack)));
+        cJSON_AddNumberToObject(r, "records", (double)ds.records);
     }
     return r;
 }

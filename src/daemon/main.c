@@ -663,22 +663,23 @@ int main(int argc, char **argv)
                            .no_udp = d.opt.no_udp,
                            .attach = {.capabilities = 0},
                            .max_clients = d.opt.max_clients,
-                           .keepalive_s = d.opt.keepalive_s};
+                           .keepalive_s = d.opt.keepalive_s,
+                           /* Supernodes find each other by gossip, from the
+                            * bootstrap list as seeds. */
+                           .membership = d.role == PL_ROLE_SUPERNODE};
     memcpy(cfg.ca_pk, d.ca_pk, 32);
     pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event};
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));
     if (d.have_crl) pl_sec_set_crl(pl_link_sec(pl_stack_link(d.stack)), &d.crl, pl_loop_now(d.loop));
     if (d.role == PL_ROLE_SUPERNODE) {
-        /* Until membership spreads the list of supernodes, the configured
-         * ones are what nodes are told: standby, host cache, redirects. */
+        /* The configured supernodes are what nodes are told before gossip
+         * has found more (standby, host cache, redirects). */
         pl_ovl_peer others[PL_OVL_MAX_PEERS];
         uint8_t n = 0;
         for (size_t i = 0; i < d.n_bootstrap && n < PL_OVL_MAX_PEERS; i++)
             if (memcmp(d.bootstrap[i].pk, d.id.sign_pk, 32) != 0) others[n++] = d.bootstrap[i];
         pl_super *s = pl_stack_super(d.stack);
-        for (size_t i = 0; i < d.n_bootstrap; i++)
-            pl_super_member_up(s, d.bootstrap[i].pk, &d.bootstrap[i].addr, pl_loop_now(d.loop));
         pl_super_set_standby(s, others, n < 2 ? n : 2);
         pl_super_set_hosts(s, others, n);
         pl_super_set_redirects(s, others, n);
