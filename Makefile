@@ -31,6 +31,7 @@ CA_SRC    := $(wildcard src/ca/*.c)
 DAEMON_SRC:= $(wildcard src/daemon/*.c)
 IMPAIR_SRC  := $(wildcard src/tools/impair/*.c)
 QUALITY_SRC := $(wildcard src/tools/quality/*.c)
+SIM_SRC     := $(wildcard src/tools/sim/*.c)
 RELAYD_SRC  := $(wildcard src/tools/relayd/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 # Programs the test scripts drive (not tests themselves: tests/run.sh runs
@@ -42,7 +43,7 @@ FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 TESTLIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 
 BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd $(BUILD)/parley-impair $(BUILD)/parley-quality \
-          $(BUILD)/parley-relayd
+          $(BUILD)/parley-relayd $(BUILD)/parley-sim
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOLS  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -73,6 +74,10 @@ $(BUILD)/parley-impair: $(IMPAIR_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 $(BUILD)/parley-quality: $(QUALITY_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
+# The overlay at scale on the simulator (issue figures; see README).
+$(BUILD)/parley-sim: $(SIM_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
 # The media relay alone on the event loop (benchmarks, lab tests).

@@ -341,8 +341,8 @@ static void nodes_that_cannot_attach_back_off_with_jitter(void)
         pl_simhost_start(nodes[i]);
     }
     pl_simnet *net = pl_simworld_net(w);
-    /* After the first failed attempts (3 s each), every node waits. */
-    pl_time t = T0 + 3 * PL_SEC + PL_MSEC;
+    /* After the first failed attempts (PL_NODE_UDP_ATTEMPT each), every node waits. */
+    pl_time t = T0 + PL_NODE_UDP_ATTEMPT + PL_MSEC;
     pl_simnet_run_until(net, t);
     pl_time min = PL_TIME_NEVER, max = 0;
     for (int i = 0; i < N; i++) {

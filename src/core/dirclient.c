@@ -15,6 +15,7 @@ typedef struct lookup {
     uint8_t skip;
     uint8_t tries;
     pl_time deadline;
+    pl_time started;
 } lookup;
 
 /* The newest sequence number seen per name, so a replayed older record is
@@ -244,6 +245,8 @@ pl_dirc_err pl_dirc_lookup(pl_dirc *dc, const char *name, pl_time now, uint32_t 
     l->id = ++dc->next_id;
     memcpy(l->name, norm, sizeof l->name);
     l->deadline = now + PL_DIRC_LOOKUP_TIMEOUT;
+    l->started = now;
+    l->tries = 0;
     if (id) *id = l->id;
     pl_ovl_dir m = {.type = PL_OVL_LOOKUP, .req = l->id};
     memcpy(m.name, norm, sizeof m.name);
@@ -370,17 +373,21 @@ void pl_dirc_tick(pl_dirc *dc, pl_time now)
     for (size_t i = 0; i < dc->n_lookups; i++) {
         lookup *l = &dc->lookups[i];
         if (!l->used || now < l->deadline) continue;
-        /* Detached, the look-up waits for the next supernode; attached and
-         * unanswered twice, it is over. */
-        if (!dc->attached) {
+        /* Unanswered: the supernode may be gone, so the node checks it at
+         * once; the look-up is asked again (of the next supernode if this
+         * one is lost) until PL_DIRC_LOOKUP_GIVE_UP has passed. */
+        if (now - l->started >= PL_DIRC_LOOKUP_GIVE_UP) {
+            lookup_done(dc, l, PL_DIR_UNREACHABLE, NULL, NULL, 0, false, now);
+        } else if (!dc->attached) {
             l->deadline = now + PL_DIRC_LOOKUP_TIMEOUT;
-        } else if (++l->tries < 2) {
+        } else {
+            l->tries++;
+            if (dc->io.suspect) dc->io.suspect(dc->io.ctx, now);
             pl_ovl_dir m = {.type = PL_OVL_LOOKUP, .req = l->id, .index = l->skip};
             memcpy(m.name, l->name, sizeof m.name);
             send_dir(dc, &m, now);
             l->deadline = now + PL_DIRC_LOOKUP_TIMEOUT;
-        } else {
-            lookup_done(dc, l, PL_DIR_UNREACHABLE, NULL, NULL, 0, false, now);
+            if (l->deadline > l->started + PL_DIRC_LOOKUP_GIVE_UP) l->deadline = l->started + PL_DIRC_LOOKUP_GIVE_UP;
         }
     }
 }

@@ -44,11 +44,16 @@ typedef struct pl_dirc_io {
     /* To the node's supernode; false when there is none right now. */
     bool (*send)(void *ctx, const uint8_t *msg, size_t len, pl_time now);
     void (*event)(void *ctx, const pl_dirc_event *ev);
+    /* A request went unanswered: the supernode may be gone (may be NULL).
+     * The node checks at once instead of waiting for its next keepalive. */
+    void (*suspect)(void *ctx, pl_time now);
 } pl_dirc_io;
 
 #define PL_DIRC_MAX_LOOKUPS 64
 #define PL_DIRC_MAX_SUBSCRIPTIONS 2000
 #define PL_DIRC_LOOKUP_TIMEOUT (4 * PL_SEC)
+/* A look-up still unanswered this long after it was asked has failed. */
+#define PL_DIRC_LOOKUP_GIVE_UP (20 * PL_SEC)
 /* A record lives an hour and is published again every half hour. */
 #define PL_DIRC_RECORD_LIFETIME (3600 * PL_SEC)
 #define PL_DIRC_REPUBLISH (1800 * PL_SEC)

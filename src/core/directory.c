@@ -151,6 +151,10 @@ typedef struct client {
     char name[PL_NAME_MAX + 1];
     uint64_t seq; /* of the last record it published through us */
     uint32_t n_subs;
+    /* That record, kept so that when membership changes its new replicas
+     * get it from us even if every old replica died with it. */
+    uint8_t *record;
+    uint16_t record_len;
 } client;
 
 enum { PEND_FREE = 0, PEND_PUBLISH, PEND_LOOKUP };
@@ -547,9 +551,18 @@ static void on_publish(pl_dir *d, const uint8_t pk[32], const pl_cert *cert, con
         return;
     }
     client *c = client_of(d, pk, true);
-    if (c) {
+    if (c && r.sequence >= c->seq) {
         snprintf(c->name, sizeof c->name, "%s", norm);
-        if (r.sequence > c->seq) c->seq = r.sequence;
+        c->seq = r.sequence;
+        if (c->record && c->record_len != in->record_len) {
+            d->mem->free(d->mem->ctx, c->record);
+            c->record = NULL;
+        }
+        if (!c->record) c->record = d->mem->calloc(d->mem->ctx, 1, in->record_len);
+        if (c->record) {
+            memcpy(c->record, in->record, in->record_len);
+            c->record_len = (uint16_t)in->record_len;
+        }
     }
     uint32_t idx;
     pend *p = pend_new(d, PEND_PUBLISH, &idx);
@@ -1005,6 +1018,7 @@ void pl_dir_client_gone(pl_dir *d, const uint8_t pk[32], pl_time now)
         memcpy(name, ((sub *)pool_at(&d->subs, x->sub))->name, sizeof name);
         unsubscribe(d, pk, name, now);
     }
+    if (c->record) d->mem->free(d->mem->ctx, c->record);
     pl_keymap_remove(&d->client_by_pk, pk);
     pool_release(&d->clients, ci);
 }
@@ -1146,6 +1160,26 @@ static void hand_over(pl_dir *d, pl_time now)
         if (!in_list(b, nb, d->self)) {
             slot_free_all(d, s, i);
             d->stats.dropped_not_replica++;
+        }
+    }
+    /* Our clients' records go to their new replicas from us too: when
+     * every old replica died at once, nobody else has them. A replica that
+     * has the record already just keeps it. */
+    for (uint32_t i = 0; i < d->clients.high; i++) {
+        client *c = pool_at(&d->clients, i);
+        if (!c->used || !c->record || !c->name[0]) continue;
+        uint8_t key[32], a[MAX_R][32], b[MAX_R][32];
+        pl_ring_key_for_name(c->name, key);
+        size_t na = replicas_in(d, d->before, key, d->r, a);
+        size_t nb = replicas(d, key, d->r, b);
+        if (na == nb && memcmp(a, b, na * 32) == 0) continue;
+        pl_ovl_dir m = {.type = PL_OVL_STORE, .flags = PL_DIR_F_HANDOVER, .record = c->record,
+                        .record_len = c->record_len};
+        for (size_t k = 0; k < nb; k++) {
+            if (in_list(a, na, b[k])) continue;
+            if (is_self(d, b[k])) store_record(d, c->record, c->record_len, now);
+            else send_peer(d, b[k], &m, now);
+            d->stats.handed_over++;
         }
     }
     for (uint32_t i = 0; i < d->subs.high; i++) {
@@ -1295,6 +1329,10 @@ void pl_dir_free(pl_dir *d)
     for (uint32_t i = 0; i < d->slots.high; i++) {
         slot *s = pool_at(&d->slots, i);
         if (s->bytes) mem->free(mem->ctx, s->bytes);
+    }
+    for (uint32_t i = 0; i < d->clients.high; i++) {
+        client *c = pool_at(&d->clients, i);
+        if (c->record) mem->free(mem->ctx, c->record);
     }
     pool *pools[] = {&d->members, &d->slots, &d->watches, &d->subs, &d->subcs, &d->clients, &d->pending};
     for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++) pool_free(pools[i], mem);

@@ -18,6 +18,7 @@ struct pl_node {
     const pl_mem *mem;
     pl_node_io io;
     bool no_tcp, no_udp;
+    bool udp_worked;      /* attached over UDP before: a silent supernode is dead, not blocked */
     pl_ovl_attach attach;
     pl_ovl_peer *bootstrap;
     size_t n_bootstrap;
@@ -101,6 +102,16 @@ static void mboxc_event(void *ctx, const pl_mboxc_event *mev)
     if (!n->io.event) return;
     pl_node_event ev = {PL_NODE_EV_MAIL, &n->sn, 0, &n->observed, NULL, mev, mev->now};
     n->io.event(n->io.ctx, &ev);
+}
+
+static void send_keepalive(pl_node *n, pl_time now);
+
+/* The directory got no answer: check the supernode now rather than at the
+ * next keepalive, so an active user notices a dead supernode in seconds. */
+static void dirc_suspect(void *ctx, pl_time now)
+{
+    pl_node *n = ctx;
+    if (n->state == PL_NODE_ATTACHED && n->ka_tries == 0) send_keepalive(n, now);
 }
 
 /* What the node's record says: its supernode, and where it can be reached
@@ -287,7 +298,10 @@ static void start_attempt(pl_node *n, pl_time now)
 static void attempt_failed(pl_node *n, pl_time now)
 {
     close_peer(n, n->cand.pk, now);
-    if (!n->cand_tcp && !n->no_tcp) {
+    /* TCP is for networks that block UDP. A node whose UDP worked before
+     * tries TCP only once a whole round over UDP has failed (the network may
+     * have changed); meanwhile a silent supernode is simply dead. */
+    if (!n->cand_tcp && !n->no_tcp && (!n->udp_worked || n->failed_rounds > 0)) {
         n->cand_tcp = true;
         n->attempt_deadline = now + PL_NODE_TCP_ATTEMPT;
         if (send_attach(n, now)) return;
@@ -316,6 +330,7 @@ static void attached(pl_node *n, const pl_ovl_attach_ok *ok, pl_time now)
     n->ka_due = now + (pl_time)n->keepalive_s * PL_SEC;
     n->ka_tries = 0;
     n->failed_rounds = 0;
+    if (!n->sn_tcp) n->udp_worked = true;
     n->state = PL_NODE_ATTACHED;
     n->attaches++;
     host_result(n, &n->sn, true, now);
@@ -544,12 +559,13 @@ pl_node_err pl_node_new(pl_node **out, const pl_node_config *cfg, const pl_node_
         pl_dirc_config dc = {.identity = cfg->identity, .cert = cfg->cert, .cert_len = cfg->cert_len,
                              .rng = cfg->rng, .mem = mem};
         memcpy(dc.ca_pk, cfg->ca_pk, 32);
-        pl_dirc_io dio = {n, dirc_send, dirc_event};
+        pl_dirc_io dio = {n, dirc_send, dirc_event, dirc_suspect};
         pl_mboxc_config mc = {.identity = cfg->identity, .cert = cfg->cert, .cert_len = cfg->cert_len,
                               .rng = cfg->rng, .mem = mem};
         memcpy(mc.ca_pk, cfg->ca_pk, 32);
         pl_mboxc_io mio = {n, dirc_send, mboxc_event};
-        if (pl_dirc_new(&n->dirc, &dc, &dio) != PL_DIRC_OK || pl_mboxc_new(&n->mboxc, &mc, &mio) != PL_MBOXC_OK) {
+        if (pl_dirc_new(&n->dirc, &dc, &dio) != PL_DIRC_OK ||
+            (!cfg->no_mail && pl_mboxc_new(&n->mboxc, &mc, &mio) != PL_MBOXC_OK)) {
             pl_node_free(n);
             return PL_NODE_ERR_NOMEM;
         }

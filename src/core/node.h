@@ -70,7 +70,7 @@ typedef struct pl_node_io {
 #define PL_NODE_HOST_CACHE_MAX 200
 #define PL_NODE_KEEPALIVE_DEFAULT_S 30
 /* How long an attempt may take before the next transport or candidate. */
-#define PL_NODE_UDP_ATTEMPT (3 * PL_SEC)
+#define PL_NODE_UDP_ATTEMPT (2 * PL_SEC)
 #define PL_NODE_TCP_ATTEMPT (5 * PL_SEC)
 /* A keepalive unanswered for this long is sent again; after this many
  * unanswered in a row the supernode is lost. */
@@ -97,6 +97,7 @@ typedef struct pl_node_config {
     bool no_tcp;                 /* never fall back to TCP */
     bool no_udp;                 /* only TCP (a network known to block UDP) */
     pl_ovl_attach attach;        /* what the node says about itself (version filled in) */
+    bool no_mail;                /* no mail client (the simulator at scale: it holds ~60 KB) */
 } pl_node_config;
 
 typedef struct pl_node_host {

@@ -183,7 +183,8 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                              .n_bootstrap = cfg->n_bootstrap,
                              .no_tcp = cfg->no_tcp,
                              .no_udp = cfg->no_udp,
-                             .attach = cfg->attach};
+                             .attach = cfg->attach,
+                             .no_mail = cfg->no_mailbox};
         memcpy(nc.ca_pk, cfg->ca_pk, 32);
         pl_node_io nio = {st, core_send, core_close, node_event};
         pl_node_err ne = pl_node_new(&st->node, &nc, &nio);

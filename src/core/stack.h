@@ -73,7 +73,7 @@ typedef struct pl_stack_config {
     uint8_t replicas;        /* 0: 3 */
     unsigned vpoints;        /* 0: the ring's default */
     struct pl_ring *shared_ring; /* the simulator's supernodes share one ring (directory.h) */
-    bool no_mailbox;         /* a supernode that stores no messages (the simulator at scale) */
+    bool no_mailbox;         /* no mailbox (supernode) or mail client (node): the simulator at scale */
     /* Gossip membership among supernodes (members.h); the bootstrap list is
      * its seeds. Off: the driver tells the supernode who the others are. */
     bool membership;

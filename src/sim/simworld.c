@@ -326,6 +326,7 @@ void pl_simhost_account_cpu(pl_simhost *h, bool on) { h->account_cpu = on; }
 uint64_t pl_simhost_cpu_ns(const pl_simhost *h) { return h->cpu_ns; }
 
 bool pl_simhost_running(const pl_simhost *h) { return h->stack != NULL; }
+void pl_simhost_poke(pl_simhost *h) { reschedule(h); }
 pl_stack *pl_simhost_stack(pl_simhost *h) { return h->stack; }
 const pl_ovl_peer *pl_simhost_peer(const pl_simhost *h) { return &h->peer; }
 const char *pl_simhost_name(const pl_simhost *h) { return h->name; }

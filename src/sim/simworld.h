@@ -73,6 +73,9 @@ void pl_simhost_crash(pl_simhost *h);
  * host cache kept, as a real node keeps it on disk). */
 void pl_simhost_restart(pl_simhost *h);
 bool pl_simhost_running(const pl_simhost *h);
+/* After calling into h's stack from outside its callbacks (a look-up, a
+ * presence change), so that a timer the call armed is seen. */
+void pl_simhost_poke(pl_simhost *h);
 /* Benchmarks: measure the thread CPU time h's stack takes (its inputs and
  * timers, the sends they make included). */
 void pl_simhost_account_cpu(pl_simhost *h, bool on);
