@@ -1053,10 +1053,13 @@ static int cmd_status(void)
     cJSON_ArrayForEach(e, sb) printf("standby      %.16s... at %s\n", jstr(e, "fingerprint"), jstr(e, "addr"));
     printf("nat          %s\n", jstr(r, "nat"));
     printf("listening    %s\n", jstr(r, "listen"));
-    if (strcmp(jstr(r, "role"), "supernode") == 0) {
-        printf("clients      %.0f of at most %.0f\n", jnum(r, "clients"), jnum(r, "max_clients"));
-        printf("supernodes   %.0f alive of %.0f known (gossip)\n", jnum(r, "supernodes_alive"), jnum(r, "supernodes_known"));
-        printf("records      %.0f held as a replica\n", jnum(r, "records"));
+    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(r, "serving");
+    if (sv) {
+        printf("clients      %.0f of at most %.0f (%.0f qualified to serve)\n", jnum(sv, "clients"),
+               jnum(sv, "max_clients"), jnum(sv, "qualified"));
+        printf("supernodes   %.0f alive of %.0f known (gossip)\n", jnum(sv, "supernodes_alive"),
+               jnum(sv, "supernodes_known"));
+        printf("records      %.0f held as a replica\n", jnum(sv, "records"));
     }
     cJSON_Delete(r);
     return 0;

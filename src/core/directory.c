@@ -992,13 +992,13 @@ bool pl_dir_peer_message(pl_dir *d, const uint8_t pk[32], const pl_addr *from, c
     return true;
 }
 
-void pl_dir_client_gone(pl_dir *d, const uint8_t pk[32], pl_time now)
+void pl_dir_client_gone(pl_dir *d, const uint8_t pk[32], bool offline, pl_time now)
 {
     uint32_t ci;
     if (!pl_keymap_get(&d->client_by_pk, pk, &ci)) return;
     client *c = pool_at(&d->clients, ci);
     /* Its replicas hear that we lost it, for the record it published last. */
-    if (c->seq && c->name[0]) {
+    if (offline && c->seq && c->name[0]) {
         uint8_t key[32], reps[MAX_R][32];
         pl_ring_key_for_name(c->name, key);
         size_t n = replicas(d, key, d->r, reps);

@@ -108,9 +108,10 @@ bool pl_dir_client_message(pl_dir *dir, const uint8_t pk[32], const pl_cert *cer
                            const uint8_t *msg, size_t len, pl_time now);
 bool pl_dir_peer_message(pl_dir *dir, const uint8_t pk[32], const pl_addr *from, const uint8_t *msg, size_t len,
                          pl_time now);
-/* A client left or was lost: its replicas hear that it is offline, and its
- * subscriptions end. */
-void pl_dir_client_gone(pl_dir *dir, const uint8_t pk[32], pl_time now);
+/* A client left or was lost: its subscriptions end, and when `offline` its
+ * replicas hear that it is offline (not when it only moved to another
+ * supernode, where it publishes again). */
+void pl_dir_client_gone(pl_dir *dir, const uint8_t pk[32], bool offline, pl_time now);
 
 void pl_dir_tick(pl_dir *dir, pl_time now);
 pl_time pl_dir_next_timeout(const pl_dir *dir);

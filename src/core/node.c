@@ -73,7 +73,7 @@ struct pl_node {
 static void emit(pl_node *n, pl_node_event_type type, const pl_ovl_peer *sn, uint8_t refusal, pl_time now)
 {
     if (!n->io.event) return;
-    pl_node_event ev = {type, sn, refusal, &n->observed, NULL, NULL, now};
+    pl_node_event ev = {type, sn, refusal, &n->observed, NULL, NULL, NULL, now};
     n->io.event(n->io.ctx, &ev);
 }
 
@@ -92,7 +92,7 @@ static void dirc_event(void *ctx, const pl_dirc_event *dev)
 {
     pl_node *n = ctx;
     if (!n->io.event) return;
-    pl_node_event ev = {PL_NODE_EV_DIRECTORY, &n->sn, 0, &n->observed, dev, NULL, dev->now};
+    pl_node_event ev = {PL_NODE_EV_DIRECTORY, &n->sn, 0, &n->observed, dev, NULL, NULL, dev->now};
     n->io.event(n->io.ctx, &ev);
 }
 
@@ -100,7 +100,7 @@ static void mboxc_event(void *ctx, const pl_mboxc_event *mev)
 {
     pl_node *n = ctx;
     if (!n->io.event) return;
-    pl_node_event ev = {PL_NODE_EV_MAIL, &n->sn, 0, &n->observed, NULL, mev, mev->now};
+    pl_node_event ev = {PL_NODE_EV_MAIL, &n->sn, 0, &n->observed, NULL, mev, NULL, mev->now};
     n->io.event(n->io.ctx, &ev);
 }
 
@@ -458,6 +458,15 @@ bool pl_node_message(pl_node *n, const uint8_t pk[32], const pl_addr *from, cons
         start_round(n, now);
         return true;
     }
+    case PL_OVL_PROMOTE: {
+        pl_ovl_qualify q;
+        if (!from_supernode(n, pk) || pl_ovl_decode_qualify(&q, msg, len) || q.type != PL_OVL_PROMOTE) return true;
+        /* Only a node that offered to serve is asked; the driver decides. */
+        if (!(n->attach.flags & PL_OVL_ATTACH_F_CANDIDATE) || !n->io.event) return true;
+        pl_node_event ev = {PL_NODE_EV_PROMOTE, &n->sn, 0, &n->observed, NULL, NULL, &q, now};
+        n->io.event(n->io.ctx, &ev);
+        return true;
+    }
     default:
         if (!from_supernode(n, pk)) return false;
         if (msg[0] >= 0x70 && msg[0] <= 0x7f) return n->mboxc && pl_mboxc_message(n->mboxc, msg, len, now);
@@ -469,6 +478,16 @@ void pl_node_peer_down(pl_node *n, const uint8_t pk[32], pl_time now)
 {
     if (from_supernode(n, pk)) lost(n, now);
     else if (from_candidate(n, pk)) attempt_failed(n, now);
+}
+
+bool pl_node_probe(pl_node *n, const uint8_t *data, size_t len, pl_time now)
+{
+    pl_ovl_qualify q = {.type = PL_OVL_QUALIFY_SEEN};
+    if (!pl_ovl_parse_probe(data, len, q.nonce)) return false;
+    if (n->state != PL_NODE_ATTACHED) return true;
+    uint8_t out[32];
+    send_to(n, &n->sn, n->sn_tcp, out, pl_ovl_encode_qualify(out, sizeof out, &q), now);
+    return true;
 }
 
 void pl_node_unreachable(pl_node *n, const pl_addr *addr, pl_time now)

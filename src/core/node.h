@@ -43,6 +43,7 @@ typedef enum pl_node_event_type {
     PL_NODE_EV_HOSTS,        /* the host cache changed: a good time to save it */
     PL_NODE_EV_DIRECTORY,    /* ev->dir: a publish answered, a look-up done, presence news */
     PL_NODE_EV_MAIL,         /* ev->mail: messages waiting, a message, a deposit answered */
+    PL_NODE_EV_PROMOTE,      /* ev->promote: our supernode asks us to become one */
 } pl_node_event_type;
 
 typedef struct pl_node_event {
@@ -52,6 +53,7 @@ typedef struct pl_node_event {
     const pl_addr *observed;      /* ATTACHED, ADDRESS */
     const pl_dirc_event *dir;     /* DIRECTORY */
     const pl_mboxc_event *mail;   /* MAIL */
+    const pl_ovl_qualify *promote; /* PROMOTE: the supernodes to join through */
     pl_time now;
 } pl_node_event;
 
@@ -141,6 +143,10 @@ bool pl_node_message(pl_node *node, const uint8_t pk[32], const pl_addr *from, c
                      pl_time now);
 /* The session with pk went down (handshake failed, silence, revocation). */
 void pl_node_peer_down(pl_node *node, const uint8_t pk[32], pl_time now);
+/* A bare datagram that may be a qualification probe (first byte
+ * PL_OVL_PROBE_BYTE): the node tells its supernode it arrived. Returns
+ * false when it is not one. */
+bool pl_node_probe(pl_node *node, const uint8_t *data, size_t len, pl_time now);
 /* The driver could not reach addr at all (a TCP connect refused): no need
  * to wait for the attempt to time out. */
 void pl_node_unreachable(pl_node *node, const pl_addr *addr, pl_time now);

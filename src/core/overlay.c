@@ -349,3 +349,55 @@ pl_ovl_err pl_ovl_decode_names(pl_ovl_names *m, const uint8_t *buf, size_t len)
     for (uint8_t i = 0; i < m->n; i++) read_name(&r, m->names[i]);
     return pl_reader_done(&r) ? PL_OVL_OK : PL_OVL_ERR_MALFORMED;
 }
+
+/* ---- qualification and promotion ---------------------------------------------------------- */
+
+size_t pl_ovl_encode_qualify(uint8_t *buf, size_t cap, const pl_ovl_qualify *m)
+{
+    pl_writer w = pl_writer_make(buf, cap);
+    pl_write_u8(&w, m->type);
+    switch (m->type) {
+    case PL_OVL_QUALIFY_PROBE:
+        pl_write_bytes(&w, m->nonce, PL_OVL_PROBE_NONCE);
+        pl_write_addr(&w, &m->target);
+        break;
+    case PL_OVL_QUALIFY_SEEN: pl_write_bytes(&w, m->nonce, PL_OVL_PROBE_NONCE); break;
+    case PL_OVL_PROMOTE:
+        if (m->n > 4) return 0;
+        write_peers(&w, m->seeds, m->n);
+        break;
+    default: return 0;
+    }
+    return finish(&w);
+}
+
+pl_ovl_err pl_ovl_decode_qualify(pl_ovl_qualify *m, const uint8_t *buf, size_t len)
+{
+    memset(m, 0, sizeof *m);
+    pl_reader r = pl_reader_make(buf, len);
+    m->type = pl_read_u8(&r);
+    switch (m->type) {
+    case PL_OVL_QUALIFY_PROBE:
+        pl_read_bytes(&r, m->nonce, PL_OVL_PROBE_NONCE);
+        pl_read_addr(&r, &m->target);
+        break;
+    case PL_OVL_QUALIFY_SEEN: pl_read_bytes(&r, m->nonce, PL_OVL_PROBE_NONCE); break;
+    case PL_OVL_PROMOTE: read_peers(&r, m->seeds, &m->n, 4); break;
+    default: return PL_OVL_ERR_MALFORMED;
+    }
+    return pl_reader_done(&r) ? PL_OVL_OK : PL_OVL_ERR_MALFORMED;
+}
+
+void pl_ovl_probe_datagram(uint8_t out[PL_OVL_PROBE_SIZE], const uint8_t nonce[PL_OVL_PROBE_NONCE])
+{
+    out[0] = PL_OVL_PROBE_BYTE;
+    memcpy(out + 1, "PLQ", 3);
+    memcpy(out + 4, nonce, PL_OVL_PROBE_NONCE);
+}
+
+bool pl_ovl_parse_probe(const uint8_t *buf, size_t len, uint8_t nonce[PL_OVL_PROBE_NONCE])
+{
+    if (len != PL_OVL_PROBE_SIZE || buf[0] != PL_OVL_PROBE_BYTE || memcmp(buf + 1, "PLQ", 3) != 0) return false;
+    memcpy(nonce, buf + 4, PL_OVL_PROBE_NONCE);
+    return true;
+}

@@ -107,6 +107,27 @@ typedef struct pl_ovl_peer {
     pl_addr addr;
 } pl_ovl_peer;
 
+/* Qualification and promotion (docs/overlay.md, section 7). */
+enum {
+    PL_OVL_QUALIFY_PROBE = 0x40, /* supernode -> another supernode: probe this node, unsolicited */
+    PL_OVL_QUALIFY_SEEN = 0x41,  /* node -> its supernode: this probe reached me */
+    PL_OVL_PROMOTE = 0x42,       /* supernode -> qualified node: become a supernode, please */
+};
+/* The probe itself is a bare datagram, outside any session (it must come
+ * from an address the node never contacted): 0xF2, "PLQ", nonce[16]. */
+#define PL_OVL_PROBE_BYTE 0xF2
+#define PL_OVL_PROBE_SIZE 20
+#define PL_OVL_PROBE_NONCE 16
+
+typedef struct pl_ovl_qualify {
+    uint8_t type;                      /* PROBE, SEEN or PROMOTE */
+    uint8_t nonce[PL_OVL_PROBE_NONCE]; /* PROBE, SEEN */
+    pl_addr target;                    /* PROBE: where to send it */
+    uint8_t n;                         /* PROMOTE: supernodes to join through */
+    pl_ovl_peer seeds[4];
+} pl_ovl_qualify;
+
+
 /* ATTACH flags. */
 #define PL_OVL_ATTACH_F_CANDIDATE 0x01u /* may be asked to become a supernode */
 #define PL_OVL_ATTACH_F_PRIVATE 0x02u   /* location privacy: publish no address */
@@ -199,6 +220,11 @@ pl_ovl_err pl_ovl_decode_redirect(pl_ovl_redirect *m, const uint8_t *buf, size_t
 size_t pl_ovl_encode_dir(uint8_t *buf, size_t cap, const pl_ovl_dir *m);
 pl_ovl_err pl_ovl_decode_dir(pl_ovl_dir *m, const uint8_t *buf, size_t len);
 size_t pl_ovl_encode_names(uint8_t *buf, size_t cap, const pl_ovl_names *m);
+size_t pl_ovl_encode_qualify(uint8_t *buf, size_t cap, const pl_ovl_qualify *m);
+pl_ovl_err pl_ovl_decode_qualify(pl_ovl_qualify *m, const uint8_t *buf, size_t len);
+/* The bare probe datagram. */
+void pl_ovl_probe_datagram(uint8_t out[PL_OVL_PROBE_SIZE], const uint8_t nonce[PL_OVL_PROBE_NONCE]);
+bool pl_ovl_parse_probe(const uint8_t *buf, size_t len, uint8_t nonce[PL_OVL_PROBE_NONCE]);
 pl_ovl_err pl_ovl_decode_names(pl_ovl_names *m, const uint8_t *buf, size_t len);
 
 #endif

@@ -9,6 +9,11 @@
 
 struct pl_stack {
     pl_role role;
+    pl_super_config super_cfg; /* to make a supernode core (at start, or when promoted) */
+    pl_identity id;            /* the copy super_cfg points to */
+    bool promoted;             /* a node that is a supernode too */
+    pl_time idle_since;        /* promoted and serving nobody since */
+    pl_time leaving_until;     /* stepping down: the core is freed then */
     pl_ovl_peer *seeds; /* a supernode's bootstrap list, for joining */
     size_t n_seeds;
     const pl_mem *mem;
@@ -28,6 +33,14 @@ static bool core_send(void *ctx, const uint8_t pk[32], const pl_addr *addr, cons
     return pl_link_send(st->link, pk, addr, msg, len, now) == PL_LINK_OK;
 }
 
+static void core_send_raw(void *ctx, const pl_addr *to, const uint8_t *data, size_t len, pl_time now)
+{
+    pl_stack *st = ctx;
+    static const uint8_t nobody[32];
+    if (st->link) st->io.send_datagram(st->io.ctx, to, data, len);
+    else st->io.send_message(st->io.ctx, nobody, to, data, len, now);
+}
+
 static void core_close(void *ctx, const uint8_t pk[32], pl_time now)
 {
     pl_stack *st = ctx;
@@ -38,6 +51,8 @@ static void core_close(void *ctx, const uint8_t pk[32], pl_time now)
 static void node_event(void *ctx, const pl_node_event *ev)
 {
     pl_stack *st = ctx;
+    if (ev->type == PL_NODE_EV_PROMOTE && !st->super && ev->promote)
+        pl_stack_promote(st, ev->promote->seeds, ev->promote->n, ev->now);
     if (!st->io.event) return;
     pl_stack_event e = {PL_STACK_EV_NODE, ev, NULL, NULL};
     st->io.event(st->io.ctx, &e);
@@ -86,12 +101,20 @@ static void link_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t 
 
 void pl_stack_receive(pl_stack *st, const pl_addr *from, const uint8_t *data, size_t len, pl_time now)
 {
+    if (len && data[0] == PL_OVL_PROBE_BYTE) {
+        if (st->node) pl_node_probe(st->node, data, len, now);
+        return;
+    }
     if (st->link) pl_link_receive(st->link, from, data, len, now);
 }
 
 void pl_stack_deliver(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
                       const uint8_t *msg, size_t len, pl_time now)
 {
+    if (len && msg[0] == PL_OVL_PROBE_BYTE) {
+        if (st->node) pl_node_probe(st->node, msg, len, now);
+        return;
+    }
     dispatch(st, pk, cert, from, msg, len, now);
 }
 
@@ -106,11 +129,43 @@ void pl_stack_unreachable(pl_stack *st, const pl_addr *addr, pl_time now)
     if (st->node) pl_node_unreachable(st->node, addr, now);
 }
 
+/* A promoted supernode that has served nobody for PL_STACK_DEMOTE_IDLE
+ * leaves the membership and, once its leaving has had time to spread, is a
+ * node only again. Supernodes an operator started stay. */
+static void maybe_demote(pl_stack *st, pl_time now)
+{
+    if (!st->promoted || !st->super) return;
+    if (st->leaving_until) {
+        if (now < st->leaving_until) return;
+        pl_super_free(st->super);
+        st->super = NULL;
+        st->promoted = false;
+        st->leaving_until = 0;
+        if (st->io.event) {
+            pl_stack_event e = {PL_STACK_EV_DEMOTED, NULL, NULL, NULL};
+            st->io.event(st->io.ctx, &e);
+        }
+        return;
+    }
+    /* Idle: at most one client (a promoted supernode may be the node of
+     * another one, so "nobody" might never come). */
+    if (pl_super_get_stats(st->super).clients >= 2) st->idle_since = now;
+    else if (now - st->idle_since >= PL_STACK_DEMOTE_IDLE) {
+        /* Whoever is left is sent elsewhere before leaving. */
+        pl_ovl_peer to[4];
+        uint8_t n = pl_super_sample(st->super, to, 4);
+        if (n) pl_super_shed(st->super, UINT32_MAX, to, n, now);
+        pl_super_leave(st->super, now);
+        st->leaving_until = now + 10 * PL_SEC;
+    }
+}
+
 void pl_stack_tick(pl_stack *st, pl_time now)
 {
     if (st->link) pl_link_tick(st->link, now);
     if (st->node) pl_node_tick(st->node, now);
     if (st->super) pl_super_tick(st->super, now);
+    maybe_demote(st, now);
 }
 
 pl_time pl_stack_next_timeout(const pl_stack *st)
@@ -119,10 +174,38 @@ pl_time pl_stack_next_timeout(const pl_stack *st)
     if (st->link && (x = pl_link_next_timeout(st->link)) < t) t = x;
     if (st->node && (x = pl_node_next_timeout(st->node)) < t) t = x;
     if (st->super && (x = pl_super_next_timeout(st->super)) < t) t = x;
+    if (st->promoted) {
+        x = st->leaving_until ? st->leaving_until : st->idle_since + PL_STACK_DEMOTE_IDLE;
+        if (x < t) t = x;
+    }
     return t;
 }
 
 /* ---- set-up ------------------------------------------------------------------------------------ */
+
+static pl_stack_err make_super(pl_stack *st)
+{
+    pl_super_io sio = {st, core_send, core_close, super_event, core_send_raw};
+    pl_super_err se = pl_super_new(&st->super, &st->super_cfg, &sio);
+    if (se) return se == PL_SUPER_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
+    return PL_STACK_OK;
+}
+
+pl_stack_err pl_stack_promote(pl_stack *st, const pl_ovl_peer *seeds, size_t n, pl_time now)
+{
+    if (st->super) return PL_STACK_OK;
+    pl_stack_err err = make_super(st);
+    if (err) return err;
+    st->promoted = true;
+    st->idle_since = now;
+    for (size_t i = 0; i < n; i++) pl_super_add_known(st->super, seeds[i].pk, &seeds[i].addr, now);
+    pl_super_join(st->super, now);
+    if (st->io.event) {
+        pl_stack_event e = {PL_STACK_EV_PROMOTED, NULL, NULL, NULL};
+        st->io.event(st->io.ctx, &e);
+    }
+    return PL_STACK_OK;
+}
 
 pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_stack_io *io)
 {
@@ -185,29 +268,31 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                              .no_udp = cfg->no_udp,
                              .attach = cfg->attach,
                              .no_mail = cfg->no_mailbox};
+        if (cfg->promote == PL_PROMOTE_AUTO) nc.attach.flags |= PL_OVL_ATTACH_F_CANDIDATE;
         memcpy(nc.ca_pk, cfg->ca_pk, 32);
         pl_node_io nio = {st, core_send, core_close, node_event};
         pl_node_err ne = pl_node_new(&st->node, &nc, &nio);
         if (ne) err = ne == PL_NODE_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
     }
-    if (!err && cfg->role == PL_ROLE_SUPERNODE) {
-        pl_super_config sc = {.identity = cfg->identity,
-                              .self_addr = cfg->self_addr,
-                              .replicas = cfg->replicas,
-                              .vpoints = cfg->vpoints,
-                              .shared_ring = cfg->shared_ring,
-                              .no_mailbox = cfg->no_mailbox,
-                              .membership = cfg->membership,
-                              .members = cfg->members,
-                              .rng = cfg->rng,
-                              .mem = mem,
-                              .max_clients = cfg->max_clients,
-                              .keepalive_s = cfg->keepalive_s};
-        memcpy(sc.ca_pk, cfg->ca_pk, 32);
-        pl_super_io sio = {st, core_send, core_close, super_event};
-        pl_super_err se = pl_super_new(&st->super, &sc, &sio);
-        if (se) err = se == PL_SUPER_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
-    }
+    st->id = *cfg->identity;
+    st->super_cfg = (pl_super_config){.identity = &st->id,
+                                      .self_addr = cfg->self_addr,
+                                      .replicas = cfg->replicas,
+                                      .vpoints = cfg->vpoints,
+                                      .shared_ring = cfg->shared_ring,
+                                      .no_mailbox = cfg->no_mailbox,
+                                      .membership = cfg->membership || cfg->role == PL_ROLE_NODE,
+                                      .members = cfg->members,
+                                      .min_uptime_s = cfg->min_uptime_s,
+                                      .min_kbps = cfg->min_kbps,
+                                      .min_memory_mb = cfg->min_memory_mb,
+                                      .max_kbps = cfg->max_kbps,
+                                      .rng = cfg->rng,
+                                      .mem = mem,
+                                      .max_clients = cfg->max_clients,
+                                      .keepalive_s = cfg->keepalive_s};
+    memcpy(st->super_cfg.ca_pk, cfg->ca_pk, 32);
+    if (!err && cfg->role == PL_ROLE_SUPERNODE) err = make_super(st);
     if (!err && cfg->role == PL_ROLE_SUPERNODE && cfg->n_bootstrap) {
         st->seeds = mem->calloc(mem->ctx, cfg->n_bootstrap, sizeof *st->seeds);
         if (!st->seeds) err = PL_STACK_ERR_NOMEM;
@@ -230,6 +315,7 @@ void pl_stack_free(pl_stack *st)
     pl_super_free(st->super);
     pl_link_free(st->link);
     if (st->seeds) mem->free(mem->ctx, st->seeds);
+    pl_identity_wipe(&st->id);
     memset(st, 0, sizeof *st);
     mem->free(mem->ctx, st);
 }

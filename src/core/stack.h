@@ -30,7 +30,15 @@ typedef enum pl_stack_event_type {
     PL_STACK_EV_NODE = 1, /* ev->node is set */
     PL_STACK_EV_SUPER,    /* ev->super is set */
     PL_STACK_EV_LINK,     /* ev->link is set */
+    PL_STACK_EV_PROMOTED, /* this node became a supernode too (the driver opens what a supernode needs) */
+    PL_STACK_EV_DEMOTED,  /* it is a node only again */
 } pl_stack_event_type;
+
+/* Whether a node may become a supernode when asked (operators choose). */
+typedef enum pl_promote_mode { PL_PROMOTE_NEVER = 0, PL_PROMOTE_AUTO = 1 } pl_promote_mode;
+/* A promoted supernode that has served at most one client this long steps
+ * down, sending that one elsewhere first. */
+#define PL_STACK_DEMOTE_IDLE (30 * 60 * PL_SEC)
 
 typedef struct pl_stack_event {
     pl_stack_event_type type;
@@ -70,6 +78,9 @@ typedef struct pl_stack_config {
     /* supernode role */
     uint32_t max_clients;
     uint16_t keepalive_s;
+    pl_promote_mode promote; /* a node: offer to serve when asked (AUTO), or not */
+    uint32_t min_uptime_s, min_kbps, min_memory_mb; /* a supernode: what candidates must report */
+    uint32_t max_kbps;       /* a supernode's bandwidth cap (0: none) */
     uint8_t replicas;        /* 0: 3 */
     unsigned vpoints;        /* 0: the ring's default */
     struct pl_ring *shared_ring; /* the simulator's supernodes share one ring (directory.h) */
@@ -106,8 +117,11 @@ void pl_stack_tick(pl_stack *st, pl_time now);
 pl_time pl_stack_next_timeout(const pl_stack *st);
 
 pl_role pl_stack_role(const pl_stack *st);
+/* Becomes a supernode too (the node core stays, for the user's own
+ * presence through another supernode), joining through the seeds. */
+pl_stack_err pl_stack_promote(pl_stack *st, const pl_ovl_peer *seeds, size_t n, pl_time now);
 pl_node *pl_stack_node(pl_stack *st);   /* NULL for a supernode */
-pl_super *pl_stack_super(pl_stack *st); /* NULL for a node */
+pl_super *pl_stack_super(pl_stack *st); /* NULL for a node (not promoted) */
 pl_link *pl_stack_link(pl_stack *st);   /* NULL with an external transport */
 const char *pl_stack_strerror(pl_stack_err err);
 

@@ -28,6 +28,11 @@ typedef struct client {
     pl_time last_heard;
     pl_ovl_attach hello;
     pl_addr told;       /* the address last told to the client */
+    bool qualified;     /* a probe from another supernode reached it */
+    bool asked_promote;
+    uint8_t probe_tries;
+    pl_time probe_due;  /* 0: no probe planned */
+    uint8_t probe_nonce[PL_OVL_PROBE_NONCE];
 } client;
 
 struct pl_super {
@@ -53,6 +58,13 @@ struct pl_super {
     pl_ovl_peer redirects[PL_OVL_MAX_PEERS];
     uint8_t n_redirects;
 
+    pl_addr self_addr;
+    uint32_t min_uptime_s, min_kbps, min_memory_mb, max_kbps, traffic_kbps;
+    pl_time next_promote;
+    uint8_t promoting[32]; /* the client last asked to become a supernode */
+    bool promoting_pending;
+    pl_time probe_window;  /* probes sent for others in the current second */
+    uint32_t probes_in_window;
     pl_dir *dir;
     pl_mbox *mbox;       /* NULL: no mailbox */
     pl_members *members; /* NULL: membership given by the driver */
@@ -109,6 +121,7 @@ static client *add(pl_super *s, const uint8_t pk[32])
 
 static void forget(pl_super *s, client *c)
 {
+    if (c->qualified) s->stats.qualified--;
     if (c->state == CLIENT_ATTACHED) s->stats.clients--;
     else if (c->state == CLIENT_CHALLENGED) s->stats.challenged--;
     pl_keymap_remove(&s->by_key, c->pk);
@@ -178,7 +191,8 @@ static void on_attach(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
     }
     client *c = find(s, pk);
     if (!c) {
-        if (s->stats.clients + s->stats.challenged >= s->max_clients || !(c = add(s, pk))) {
+        bool over_bandwidth = s->max_kbps && s->traffic_kbps >= s->max_kbps;
+        if (over_bandwidth || s->stats.clients + s->stats.challenged >= s->max_clients || !(c = add(s, pk))) {
             s->stats.refused_full++;
             refuse(s, pk, from, PL_OVL_REFUSED_OVERLOADED, now);
             return;
@@ -242,8 +256,93 @@ static void on_proof(pl_super *s, const uint8_t pk[32], const pl_cert *cert, con
     if (s->members) ok.n_hosts += sample_members(s, ok.hosts + ok.n_hosts, PL_OVL_MAX_PEERS - ok.n_hosts);
     uint8_t out[16 + 18 * 52 + 32];
     reply(s, pk, from, out, pl_ovl_encode_attach_ok(out, sizeof out, &ok), now);
+    /* A client that offers to serve and reports enough uptime, bandwidth
+     * and memory gets probed, from another supernode, to see whether the
+     * internet can reach it unasked. What it says is not taken on trust:
+     * reachability is what counts, and it is measured. */
+    const pl_ovl_attach *h = &c->hello;
+    if ((h->flags & PL_OVL_ATTACH_F_CANDIDATE) && !(h->flags & PL_OVL_ATTACH_F_PRIVATE) && !from->transport &&
+        h->uptime_s >= s->min_uptime_s && h->up_kbps >= s->min_kbps && h->down_kbps >= s->min_kbps &&
+        h->memory_mb >= s->min_memory_mb)
+        c->probe_due = now + PL_SUPER_PROBE_AFTER;
     emit(s, PL_SUPER_EV_CLIENT_ATTACHED, c, now);
 }
+
+/* ---- qualification and promotion ------------------------------------------------------------ */
+
+static bool is_live_member(pl_super *s, const uint8_t pk[32])
+{
+    pl_member_info info;
+    return s->members && pl_members_find(s->members, pk, &info) && !info.self && info.state == PL_MEMBER_ALIVE;
+}
+
+/* Another supernode asks us to probe one of its clients. Only members are
+ * heard, and only so many a second: a probe is a datagram to an address of
+ * someone else's choosing, so it must never become a flood. */
+static void on_probe_request(pl_super *s, const uint8_t pk[32], const uint8_t *msg, size_t len, pl_time now)
+{
+    pl_ovl_qualify q;
+    if (!is_live_member(s, pk) || pl_ovl_decode_qualify(&q, msg, len) || q.type != PL_OVL_QUALIFY_PROBE) return;
+    if (now - s->probe_window >= PL_SEC) {
+        s->probe_window = now;
+        s->probes_in_window = 0;
+    }
+    if (++s->probes_in_window > PL_SUPER_PROBE_RATE || !s->io.send_raw) {
+        s->stats.probes_refused++;
+        return;
+    }
+    uint8_t d[PL_OVL_PROBE_SIZE];
+    pl_ovl_probe_datagram(d, q.nonce);
+    q.target.transport = PL_ADDR_UDP;
+    s->io.send_raw(s->io.ctx, &q.target, d, sizeof d, now);
+    s->stats.probes_sent++;
+}
+
+/* Asks a random other supernode to probe client c. */
+static void ask_probe(pl_super *s, client *c, pl_time now)
+{
+    pl_ovl_peer prober;
+    if (sample_members(s, &prober, 1) != 1) {
+        c->probe_due = now + PL_SUPER_PROBE_RETRY; /* nobody to ask yet */
+        return;
+    }
+    pl_ovl_qualify q = {.type = PL_OVL_QUALIFY_PROBE, .target = c->addr};
+    s->rng->fill(s->rng->ctx, c->probe_nonce, sizeof c->probe_nonce);
+    memcpy(q.nonce, c->probe_nonce, sizeof q.nonce);
+    uint8_t out[64];
+    reply(s, prober.pk, &prober.addr, out, pl_ovl_encode_qualify(out, sizeof out, &q), now);
+    s->stats.probes_asked++;
+    c->probe_tries++;
+    c->probe_due = c->probe_tries < PL_SUPER_PROBE_TRIES ? now + PL_SUPER_PROBE_RETRY : 0;
+}
+
+/* Full enough: ask one qualified client to help ("can you help me out?"). */
+static void manage_load(pl_super *s, pl_time now)
+{
+    uint32_t high = s->max_clients * PL_SUPER_HIGH_WATER / 100;
+    bool over_bandwidth = s->max_kbps && s->traffic_kbps >= s->max_kbps * PL_SUPER_HIGH_WATER / 100;
+    if ((s->stats.clients < high && !over_bandwidth) || now < s->next_promote || !s->members) return;
+    for (uint32_t i = 0; i < s->high; i++) {
+        client *c = &s->clients[i];
+        if (c->state != CLIENT_ATTACHED || !c->qualified || c->asked_promote) continue;
+        pl_ovl_qualify q = {.type = PL_OVL_PROMOTE};
+        memcpy(q.seeds[0].pk, s->id.sign_pk, 32);
+        q.seeds[0].addr = s->self_addr;
+        q.n = (uint8_t)(1 + sample_members(s, q.seeds + 1, 3));
+        uint8_t out[8 + 4 * 52];
+        reply(s, c->pk, &c->addr, out, pl_ovl_encode_qualify(out, sizeof out, &q), now);
+        c->asked_promote = true;
+        memcpy(s->promoting, c->pk, 32);
+        s->promoting_pending = true;
+        s->stats.promotions_asked++;
+        s->next_promote = now + PL_SUPER_PROMOTE_COOLDOWN;
+        return;
+    }
+}
+
+/* Sends up to count clients (never `keep`) to another supernode. */
+static uint32_t shed_to(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, const uint8_t *keep,
+                        pl_time now);
 
 bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
                       const uint8_t *msg, size_t len, pl_time now)
@@ -277,11 +376,23 @@ bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
         forget(s, c);
         if (was_attached) {
             s->stats.left++;
-            pl_dir_client_gone(s->dir, pk, now);
+            pl_dir_client_gone(s->dir, pk, true, now);
             if (s->mbox) pl_mbox_client_gone(s->mbox, pk, now);
             emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
         }
         if (s->io.close) s->io.close(s->io.ctx, pk, now);
+        return true;
+    }
+    case PL_OVL_QUALIFY_PROBE: on_probe_request(s, pk, msg, len, now); return true;
+    case PL_OVL_QUALIFY_SEEN: {
+        pl_ovl_qualify q;
+        client *c = find(s, pk);
+        if (!c || c->state != CLIENT_ATTACHED || c->qualified || !c->probe_tries || pl_ovl_decode_qualify(&q, msg, len) ||
+            q.type != PL_OVL_QUALIFY_SEEN || sodium_memcmp(q.nonce, c->probe_nonce, PL_OVL_PROBE_NONCE) != 0)
+            return true;
+        c->qualified = true;
+        c->probe_due = 0;
+        s->stats.qualified++;
         return true;
     }
     default: {
@@ -313,7 +424,7 @@ static void lose(pl_super *s, client *c, pl_time now)
     forget(s, c);
     if (was_attached) {
         s->stats.lost++;
-        pl_dir_client_gone(s->dir, copy.pk, now);
+        pl_dir_client_gone(s->dir, copy.pk, true, now);
         if (s->mbox) pl_mbox_client_gone(s->mbox, copy.pk, now);
         emit(s, PL_SUPER_EV_CLIENT_LOST, &copy, now);
     }
@@ -341,7 +452,10 @@ void pl_super_tick(pl_super *s, pl_time now)
         client *c = &s->clients[s->sweep_at++];
         if (c->state == CLIENT_CHALLENGED && now - c->since > PL_SUPER_CHALLENGE_LIFE) forget(s, c);
         else if (c->state == CLIENT_ATTACHED && now - c->last_heard > loss_after) lose(s, c, now);
+        else if (c->state == CLIENT_ATTACHED && c->probe_due && now >= c->probe_due && !c->qualified)
+            ask_probe(s, c, now);
     }
+    manage_load(s, now);
 }
 
 pl_time pl_super_next_timeout(const pl_super *s)
@@ -374,6 +488,16 @@ static void members_event(void *ctx, const pl_members_event *ev)
     case PL_MEMBERS_EV_ADDRESS:
         pl_dir_member_up(s->dir, m->pk, &m->addr, ev->now);
         if (s->mbox) pl_mbox_member_up(s->mbox, m->pk, &m->addr, ev->now);
+        /* The client we asked for help is a supernode now: send it some of
+         * our clients (never itself: it is still our client as a user). */
+        if (ev->type == PL_MEMBERS_EV_UP && s->promoting_pending && memcmp(m->pk, s->promoting, 32) == 0) {
+            s->promoting_pending = false;
+            uint32_t target = s->max_clients * PL_SUPER_SHED_TO / 100;
+            pl_ovl_peer to;
+            memcpy(to.pk, m->pk, 32);
+            to.addr = m->addr;
+            if (s->stats.clients > target) shed_to(s, s->stats.clients - target, &to, 1, m->pk, ev->now);
+        }
         break;
     case PL_MEMBERS_EV_DOWN:
         pl_dir_member_down(s->dir, m->pk, ev->now);
@@ -424,6 +548,8 @@ void pl_super_leave(pl_super *s, pl_time now)
 
 pl_members *pl_super_members(pl_super *s) { return s->members; }
 
+uint8_t pl_super_sample(pl_super *s, pl_ovl_peer *out, uint8_t max) { return s->members ? sample_members(s, out, max) : 0; }
+
 void pl_super_member_up(pl_super *s, const uint8_t pk[32], const pl_addr *addr, pl_time now)
 {
     pl_dir_member_up(s->dir, pk, addr, now);
@@ -470,7 +596,8 @@ void pl_super_set_redirects(pl_super *s, const pl_ovl_peer *p, uint8_t n)
     copy_peers(s->redirects, &s->n_redirects, PL_OVL_MAX_PEERS, p, n);
 }
 
-uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, pl_time now)
+static uint32_t shed_to(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, const uint8_t *keep,
+                        pl_time now)
 {
     pl_ovl_redirect r;
     memset(&r, 0, sizeof r);
@@ -481,17 +608,32 @@ uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8
     uint32_t told = 0;
     for (uint32_t i = 0; i < s->high && told < count; i++) {
         client *c = &s->clients[i];
-        if (c->state != CLIENT_ATTACHED) continue;
+        if (c->state != CLIENT_ATTACHED || (keep && memcmp(c->pk, keep, 32) == 0)) continue;
         reply(s, c->pk, &c->addr, msg, len, now);
         client copy = *c;
         forget(s, c);
         s->stats.left++;
-        pl_dir_client_gone(s->dir, copy.pk, now);
+        s->stats.shed++;
+        /* Moving, not gone: no "offline" for its watchers. */
+        pl_dir_client_gone(s->dir, copy.pk, false, now);
         if (s->mbox) pl_mbox_client_gone(s->mbox, copy.pk, now);
         emit(s, PL_SUPER_EV_CLIENT_LEFT, &copy, now);
         told++;
     }
     return told;
+}
+
+uint32_t pl_super_shed(pl_super *s, uint32_t count, const pl_ovl_peer *to, uint8_t n, pl_time now)
+{
+    return shed_to(s, count, to, n, NULL, now);
+}
+
+void pl_super_set_traffic(pl_super *s, uint32_t kbps) { s->traffic_kbps = kbps; }
+
+bool pl_super_client_qualified(const pl_super *s, const uint8_t pk[32])
+{
+    const client *c = find(s, pk);
+    return c && c->state == CLIENT_ATTACHED && c->qualified;
 }
 
 pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_super_io *io)
@@ -507,6 +649,11 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
     s->io = *io;
     s->max_clients = cfg->max_clients ? cfg->max_clients : PL_SUPER_DEFAULT_MAX_CLIENTS;
     s->keepalive_s = cfg->keepalive_s ? cfg->keepalive_s : PL_SUPER_DEFAULT_KEEPALIVE_S;
+    s->self_addr = cfg->self_addr;
+    s->min_uptime_s = cfg->min_uptime_s ? cfg->min_uptime_s : 600;
+    s->min_kbps = cfg->min_kbps ? cfg->min_kbps : 1000;
+    s->min_memory_mb = cfg->min_memory_mb ? cfg->min_memory_mb : 256;
+    s->max_kbps = cfg->max_kbps;
     pl_keymap_init(&s->by_key, mem, cfg->rng);
     pl_dir_config dc = {.self_pk = s->id.sign_pk, .rng = cfg->rng, .mem = mem, .replicas = cfg->replicas,
                         .vpoints = cfg->vpoints, .shared_ring = cfg->shared_ring};

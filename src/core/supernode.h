@@ -42,6 +42,9 @@ typedef struct pl_super_io {
                  pl_time now);
     void (*close)(void *ctx, const uint8_t pk[32], pl_time now);
     void (*event)(void *ctx, const pl_super_event *ev);
+    /* A bare datagram, outside any session: the qualification probe, which
+     * must reach a node from an address it never contacted. */
+    void (*send_raw)(void *ctx, const pl_addr *to, const uint8_t *data, size_t len, pl_time now);
 } pl_super_io;
 
 #define PL_SUPER_DEFAULT_MAX_CLIENTS 250000
@@ -50,6 +53,21 @@ typedef struct pl_super_io {
 #define PL_SUPER_LOSS_FACTOR 2.5
 /* A challenge not answered within this is forgotten. */
 #define PL_SUPER_CHALLENGE_LIFE (10 * PL_SEC)
+/* Qualification: a candidate client is probed this long after attaching,
+ * again after PL_SUPER_PROBE_RETRY if the probe did not arrive, at most
+ * PL_SUPER_PROBE_TRIES times. A supernode sends at most PL_SUPER_PROBE_RATE
+ * probes a second for others, so nobody can aim a flood through it. */
+#define PL_SUPER_PROBE_AFTER (5 * PL_SEC)
+#define PL_SUPER_PROBE_RETRY (60 * PL_SEC)
+#define PL_SUPER_PROBE_TRIES 3
+#define PL_SUPER_PROBE_RATE 50
+/* Load: at PL_SUPER_HIGH_WATER percent of its clients a supernode asks a
+ * qualified client to become a supernode (one at a time, every
+ * PL_SUPER_PROMOTE_COOLDOWN), and sheds clients to it down to
+ * PL_SUPER_SHED_TO percent. */
+#define PL_SUPER_HIGH_WATER 80
+#define PL_SUPER_SHED_TO 60
+#define PL_SUPER_PROMOTE_COOLDOWN (30 * PL_SEC)
 
 typedef struct pl_super_config {
     const pl_identity *identity; /* copied */
@@ -64,6 +82,11 @@ typedef struct pl_super_config {
     bool membership;
     const pl_members_config *members; /* timers and limits; NULL: the defaults (identity, address,
                                          rng and mem are filled in here) */
+    /* What a candidate must report to be probed (0: the defaults). */
+    uint32_t min_uptime_s;  /* 600 */
+    uint32_t min_kbps;      /* 1000, up and down */
+    uint32_t min_memory_mb; /* 256 */
+    uint32_t max_kbps;      /* a bandwidth cap: full above it (pl_super_set_traffic); 0: none */
     const pl_rng *rng;
     const pl_mem *mem;           /* NULL: the C heap */
     uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */
@@ -73,6 +96,8 @@ typedef struct pl_super_config {
 typedef struct pl_super_stats {
     uint32_t clients;          /* attached now */
     uint32_t challenged;       /* waiting for a proof */
+    uint32_t qualified;        /* clients found reachable from another supernode */
+    uint64_t probes_asked, probes_sent, probes_refused, promotions_asked, shed;
     uint64_t attaches;
     uint64_t refused_full, refused_proof, refused_version;
     uint64_t lost, left;
@@ -125,6 +150,9 @@ void pl_super_add_known(pl_super *s, const uint8_t pk[32], const pl_addr *addr, 
 pl_members_err pl_super_join(pl_super *s, pl_time now);
 /* Leaves the membership politely (a demotion, a shutdown). */
 void pl_super_leave(pl_super *s, pl_time now);
+/* Up to max live supernodes other than this one, sampled at random from
+ * the membership; returns how many. */
+uint8_t pl_super_sample(pl_super *s, pl_ovl_peer *out, uint8_t max);
 /* The membership instance, or NULL without gossip. */
 pl_members *pl_super_members(pl_super *s);
 /* The revocation list (the caller keeps it alive). */
@@ -133,6 +161,12 @@ void pl_super_set_crl(pl_super *s, const pl_crl *crl);
  * when configured without). */
 pl_dir *pl_super_directory(pl_super *s);
 pl_mbox *pl_super_mailbox(pl_super *s);
+
+/* The bandwidth the driver measures (kbit/s); above max_kbps the
+ * supernode counts as full. */
+void pl_super_set_traffic(pl_super *s, uint32_t kbps);
+/* Whether a client passed the qualification probe. */
+bool pl_super_client_qualified(const pl_super *s, const uint8_t pk[32]);
 
 pl_super_stats pl_super_get_stats(const pl_super *s);
 /* The attached client with this key, if any. */

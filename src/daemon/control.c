@@ -67,10 +67,12 @@ static cJSON *cmd_status(parleyd *d)
     cJSON_AddStringToObject(r, "name", d->cert.name);
     pl_hex_encode(d->id.sign_pk, 32, hex);
     cJSON_AddStringToObject(r, "fingerprint", hex);
-    cJSON_AddStringToObject(r, "role", d->role == PL_ROLE_SUPERNODE ? "supernode" : "node");
+    pl_node *node = pl_stack_node(d->stack);
+    pl_super *super = pl_stack_super(d->stack);
+    cJSON_AddStringToObject(r, "role", node && super ? "node, promoted to supernode" : super ? "supernode" : "node");
     cJSON_AddStringToObject(r, "listen", pl_addr_format(&d->local, addr, sizeof addr));
     cJSON_AddNumberToObject(r, "uptime_s", (double)(now - d->started_at) / PL_SEC);
-    if (d->role == PL_ROLE_SUPERNODE) {
+    if (!node) {
         cJSON_AddStringToObject(r, "nat", "none (a supernode is reachable; it answers STUN)");
     } else if (!d->natdisc_done) {
         cJSON_AddStringToObject(r, "nat", d->natdisc_running ? "discovering" : "unknown");
@@ -84,8 +86,8 @@ static cJSON *cmd_status(parleyd *d)
                  pl_nat_behaviour_name(d->nat.filtering));
         cJSON_AddStringToObject(r, "nat", text);
     }
-    if (d->role == PL_ROLE_NODE) {
-        pl_node_status st = pl_node_get_status(pl_stack_node(d->stack));
+    if (node) {
+        pl_node_status st = pl_node_get_status(node);
         cJSON_AddStringToObject(r, "state", pl_node_state_name(st.state));
         cJSON_AddBoolToObject(r, "online", st.state == PL_NODE_ATTACHED);
         if (st.state == PL_NODE_ATTACHED || st.state == PL_NODE_ATTACHING) {
@@ -111,22 +113,28 @@ static cJSON *cmd_status(parleyd *d)
         if (st.state == PL_NODE_WAITING)
             cJSON_AddNumberToObject(r, "retry_in_s", (double)(st.next_attempt - now) / PL_SEC);
     } else {
-        pl_super_stats ss = pl_super_get_stats(pl_stack_super(d->stack));
         cJSON_AddStringToObject(r, "state", "serving");
         cJSON_AddBoolToObject(r, "online", true);
-        cJSON_AddNumberToObject(r, "clients", ss.clients);
-        cJSON_AddNumberToObject(r, "max_clients", d->opt.max_clients ? d->opt.max_clients : PL_SUPER_DEFAULT_MAX_CLIENTS);
-        cJSON_AddNumberToObject(r, "attaches", (double)ss.attaches);
-        cJSON_AddNumberToObject(r, "lost", (double)ss.lost);
-        cJSON_AddNumberToObject(r, "refused_full", (double)ss.refused_full);
-        cJSON_AddNumberToObject(r, "refused_proof", (double)ss.refused_proof);
-        pl_members *m = pl_super_members(pl_stack_super(d->stack));
+    }
+    if (super) {
+        pl_super_stats ss = pl_super_get_stats(super);
+        cJSON *sv = cJSON_AddObjectToObject(r, "serving");
+        cJSON_AddNumberToObject(sv, "clients", ss.clients);
+        cJSON_AddNumberToObject(sv, "max_clients", d->opt.max_clients ? d->opt.max_clients : PL_SUPER_DEFAULT_MAX_CLIENTS);
+        cJSON_AddNumberToObject(sv, "attaches", (double)ss.attaches);
+        cJSON_AddNumberToObject(sv, "lost", (double)ss.lost);
+        cJSON_AddNumberToObject(sv, "refused_full", (double)ss.refused_full);
+        cJSON_AddNumberToObject(sv, "refused_proof", (double)ss.refused_proof);
+        cJSON_AddNumberToObject(sv, "qualified", ss.qualified);
+        cJSON_AddNumberToObject(sv, "promotions_asked", (double)ss.promotions_asked);
+        cJSON_AddNumberToObject(sv, "shed", (double)ss.shed);
+        pl_members *m = pl_super_members(super);
         if (m) {
-            cJSON_AddNumberToObject(r, "supernodes_alive", pl_members_alive_count(m));
-            cJSON_AddNumberToObject(r, "supernodes_known", pl_members_count(m));
+            cJSON_AddNumberToObject(sv, "supernodes_alive", pl_members_alive_count(m));
+            cJSON_AddNumberToObject(sv, "supernodes_known", pl_members_count(m));
         }
-        pl_dir_stats ds = pl_dir_get_stats(pl_super_directory(pl_stack_super(d->stack)));
-        cJSON_AddNumberToObject(r, "records", (double)ds.records);
+        pl_dir_stats ds = pl_dir_get_stats(pl_super_directory(super));
+        cJSON_AddNumberToObject(sv, "records", (double)ds.records);
     }
     return r;
 }
@@ -201,7 +209,7 @@ static void control_line(parleyd *d, control_client *c, const char *line)
         for (size_t i = 0; i < sizeof CONTROL_COMMANDS / sizeof CONTROL_COMMANDS[0] && !known; i++) {
             if (strcmp(cmd->valuestring, CONTROL_COMMANDS[i].name) != 0) continue;
             known = true;
-            if (CONTROL_COMMANDS[i].node_only && d->role != PL_ROLE_NODE)
+            if (CONTROL_COMMANDS[i].node_only && !pl_stack_node(d->stack))
                 reply = pd_error_reply("not_a_node", "this daemon runs as a supernode; ask a node's daemon");
             else
                 reply = CONTROL_COMMANDS[i].run(d, c->fd, req);
@@ -215,7 +223,7 @@ static void control_line(parleyd *d, control_client *c, const char *line)
 
 static void control_drop(parleyd *d, control_client *c)
 {
-    if (d->role == PL_ROLE_NODE) pd_people_client_gone(d, c->fd);
+    if (pl_stack_node(d->stack)) pd_people_client_gone(d, c->fd);
     pl_loop_unwatch_fd(d->loop, c->fd);
     close(c->fd);
     c->fd = -1;

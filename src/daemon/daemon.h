@@ -35,6 +35,10 @@ typedef struct options {
     const char *passphrase_file;
     const char *bootstrap_file;
     const char *alt_listen; /* a supernode's second address, for STUN's RFC 5780 tests */
+    const char *supernode;  /* never | auto | always */
+    uint32_t bandwidth_kbps;      /* what the operator says the line carries (0: unknown) */
+    uint32_t min_uptime_s, min_kbps, min_memory_mb; /* a supernode's bar for candidates */
+    uint32_t max_bandwidth_kbps;  /* a supernode's bandwidth cap */
     const char *bootstrap[MAX_BOOTSTRAP];
     int n_bootstrap;
     uint32_t max_clients;

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sodium.h>
 #include <sys/un.h>
 #include <time.h>
@@ -259,7 +260,7 @@ static void send_datagram(void *ctx, const pl_addr *to, const uint8_t *data, siz
     if (!c) {
         /* Only a node opens streams (to a supernode it cannot reach over
          * UDP); a supernode answers on the streams its clients opened. */
-        if (d->role != PL_ROLE_NODE) return;
+        if (!pl_stack_node(d->stack)) return;
         pl_addr plain = *to;
         plain.transport = PL_ADDR_UDP;
         pl_loop_err err;
@@ -353,7 +354,7 @@ static pl_udp *sock_for(parleyd *d, const pl_addr *local)
 static bool answer_stun(parleyd *d, pl_udp *sock, const pl_addr *from, const uint8_t *data, size_t len)
 {
     if (pl_stun_classify(data, len) == PL_STUN_KIND_OTHER) return false;
-    if (d->role != PL_ROLE_SUPERNODE) return true; /* nodes serve no STUN */
+    if (!pl_stack_super(d->stack)) return true; /* nodes serve no STUN */
     pl_addr local;
     if (!pl_udp_local_addr(sock, &local)) return true;
     uint8_t out[512];
@@ -441,6 +442,15 @@ const char *pd_peer_name(parleyd *d, const uint8_t pk[32])
     return c ? c->name : "?";
 }
 
+/* A promoted node serves over TCP too, on the address it listens on. */
+static void open_supernode_tcp(parleyd *d)
+{
+    if (d->tcp || d->opt.no_tcp) return;
+    pl_loop_err le;
+    d->tcp = pl_stream_listen(d->loop, &d->local, on_accept, d, &le);
+    if (!d->tcp) pd_log(d, "cannot listen on TCP as a supernode: %s (UDP only)", pl_loop_strerror(le));
+}
+
 static void on_event(void *ctx, const pl_stack_event *ev)
 {
     parleyd *d = ctx;
@@ -466,6 +476,7 @@ static void on_event(void *ctx, const pl_stack_event *ev)
         case PL_NODE_EV_HOSTS: d->hosts_dirty = true; break;
         case PL_NODE_EV_DIRECTORY: pd_on_directory(d, e->dir); break;
         case PL_NODE_EV_MAIL: pd_on_mail(d, e->mail); break;
+        case PL_NODE_EV_PROMOTE: pd_log(d, "our supernode asks us to become a supernode too"); break;
         }
     } else if (ev->type == PL_STACK_EV_SUPER) {
         const pl_super_event *e = ev->super;
@@ -475,6 +486,11 @@ static void on_event(void *ctx, const pl_stack_event *ev)
                            : e->type == PL_SUPER_EV_CLIENT_LOST   ? "lost"
                                                                   : "left";
         pd_log(d, "client %s (%s) at %s %s", e->name, hex, addr, what);
+    } else if (ev->type == PL_STACK_EV_PROMOTED) {
+        pd_log(d, "promoted: serving as a supernode too, on %s", pl_addr_format(&d->local, addr, sizeof addr));
+        open_supernode_tcp(d);
+    } else if (ev->type == PL_STACK_EV_DEMOTED) {
+        pd_log(d, "demoted: nobody to serve for %d minutes; a node only again", (int)(PL_STACK_DEMOTE_IDLE / PL_SEC / 60));
     }
 }
 
@@ -534,7 +550,9 @@ static int usage(void)
             "usage: %s [--home DIR] [--role node|supernode] [--listen ADDR:PORT]\n"
             "          [--bootstrap HEX@ADDR:PORT]... [--bootstrap-file FILE] [--control PATH]\n"
             "          [--max-clients N] [--keepalive S] [--no-udp] [--no-tcp]\n"
-            "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n",
+            "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n"
+            "          [--supernode never|auto|always] [--bandwidth KBPS] [--max-bandwidth KBPS]\n"
+            "          [--candidate-min-uptime S] [--candidate-min-kbps K] [--candidate-min-memory MB]\n",
             PROG);
     return 2;
 }
@@ -556,7 +574,11 @@ static int parse_options(options *o, int argc, char **argv)
         else if (strcmp(a, "--passphrase-file") == 0) slot = &o->passphrase_file;
         else if (strcmp(a, "--bootstrap-file") == 0) slot = &o->bootstrap_file;
         else if (strcmp(a, "--alt-listen") == 0) slot = &o->alt_listen;
-        else if (strcmp(a, "--bootstrap") == 0 || strcmp(a, "--max-clients") == 0 || strcmp(a, "--keepalive") == 0)
+        else if (strcmp(a, "--supernode") == 0) slot = &o->supernode;
+        else if (strcmp(a, "--bootstrap") == 0 || strcmp(a, "--max-clients") == 0 || strcmp(a, "--keepalive") == 0 ||
+                 strcmp(a, "--bandwidth") == 0 || strcmp(a, "--candidate-min-uptime") == 0 ||
+                 strcmp(a, "--candidate-min-kbps") == 0 || strcmp(a, "--candidate-min-memory") == 0 ||
+                 strcmp(a, "--max-bandwidth") == 0)
             slot = &value;
         else {
             fprintf(stderr, "%s: unknown option '%s'\n", PROG, a);
@@ -574,6 +596,16 @@ static int parse_options(options *o, int argc, char **argv)
             if (strcmp(a, "--bootstrap") == 0) {
                 if (o->n_bootstrap == MAX_BOOTSTRAP) return pd_die("at most %d --bootstrap entries", MAX_BOOTSTRAP);
                 o->bootstrap[o->n_bootstrap++] = value;
+            } else if (strcmp(a, "--bandwidth") == 0 || strcmp(a, "--candidate-min-uptime") == 0 ||
+                       strcmp(a, "--candidate-min-kbps") == 0 || strcmp(a, "--candidate-min-memory") == 0 ||
+                       strcmp(a, "--max-bandwidth") == 0) {
+                unsigned long v = strtoul(value, &end, 10);
+                if (*end || v > 100000000) return pd_die("%s wants a number", a);
+                if (strcmp(a, "--bandwidth") == 0) o->bandwidth_kbps = (uint32_t)v;
+                else if (strcmp(a, "--candidate-min-uptime") == 0) o->min_uptime_s = v ? (uint32_t)v : 1;
+                else if (strcmp(a, "--candidate-min-kbps") == 0) o->min_kbps = v ? (uint32_t)v : 1;
+                else if (strcmp(a, "--candidate-min-memory") == 0) o->min_memory_mb = v ? (uint32_t)v : 1;
+                else o->max_bandwidth_kbps = (uint32_t)v;
             } else if (strcmp(a, "--max-clients") == 0) {
                 unsigned long v = strtoul(value, &end, 10);
                 if (*end || v == 0 || v > (1u << 22)) return pd_die("--max-clients wants 1..4194304");
@@ -587,6 +619,10 @@ static int parse_options(options *o, int argc, char **argv)
     }
     if (o->role && strcmp(o->role, "node") && strcmp(o->role, "supernode"))
         return pd_die("--role must be node or supernode");
+    if (o->supernode && strcmp(o->supernode, "never") && strcmp(o->supernode, "auto") && strcmp(o->supernode, "always"))
+        return pd_die("--supernode must be never, auto or always");
+    /* --supernode always is the same as --role supernode. */
+    if (o->supernode && strcmp(o->supernode, "always") == 0) o->role = "supernode";
     if (o->no_udp && o->no_tcp) return pd_die("--no-udp and --no-tcp leave nothing to talk over");
     return 0;
 }
@@ -651,6 +687,15 @@ int main(int argc, char **argv)
     }
     pl_timer_init(&d.natdisc_timer, natdisc_timer, &d);
 
+    /* What this node says about itself when it attaches: the machine's
+     * uptime and memory, and the bandwidth its operator says it has. The
+     * supernode checks reachability itself. */
+    pl_ovl_attach hello = {.up_kbps = d.opt.bandwidth_kbps, .down_kbps = d.opt.bandwidth_kbps};
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) {
+        hello.uptime_s = (uint32_t)si.uptime;
+        hello.memory_mb = (uint32_t)((uint64_t)si.totalram * si.mem_unit / (1024 * 1024));
+    }
     pl_stack_config cfg = {.identity = &d.id,
                            .self_addr = d.local,
                            .cert = d.cert_bytes,
@@ -661,7 +706,13 @@ int main(int argc, char **argv)
                            .n_bootstrap = d.n_bootstrap,
                            .no_tcp = d.opt.no_tcp,
                            .no_udp = d.opt.no_udp,
-                           .attach = {.capabilities = 0},
+                           .attach = hello,
+                           .promote = d.opt.supernode && strcmp(d.opt.supernode, "never") == 0 ? PL_PROMOTE_NEVER
+                                                                                               : PL_PROMOTE_AUTO,
+                           .min_uptime_s = d.opt.min_uptime_s,
+                           .min_kbps = d.opt.min_kbps,
+                           .min_memory_mb = d.opt.min_memory_mb,
+                           .max_kbps = d.opt.max_bandwidth_kbps,
                            .max_clients = d.opt.max_clients,
                            .keepalive_s = d.opt.keepalive_s,
                            /* Supernodes find each other by gossip, from the
