@@ -49,7 +49,7 @@ TOOLS  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
-.PHONY: all test test-asan bench fuzz fuzz-smoke clean deps demo check fuzzers
+.PHONY: all test test-asan bench bench-sim fuzz fuzz-smoke clean deps demo check fuzzers
 all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
@@ -104,6 +104,10 @@ test-asan:
 
 bench: all
 	@for b in $(BENCHES); do $$b || exit 1; done
+
+# The overlay at 100k/1k (storm, cascade) and 1M/10k in the simulator: long.
+bench-sim: all
+	@bench/sim.sh
 
 # libFuzzer targets, built with clang. fuzz-smoke runs each briefly (CI);
 # `make fuzz FUZZ_SECONDS=600` runs a longer campaign.

@@ -4,7 +4,7 @@
  *   parley-sim [--users N] [--supernodes M] [--seed S] [--duration S]
  *              [--scenario steady|storm|cascade] [--event-at S]
  *              [--lookups-per-s R] [--watchers W] [--loss PCT] [--churn]
- *              [--weibull-shape K] [--weibull-scale S] [--secure] [--json]
+ *              [--weibull-shape K] [--weibull-scale S] [--secure] [--json] [--trace]
  *
  * Users and supernodes are whole protocol stacks (src/core/stack.h, the code
  * the daemon runs) on the deterministic network and clock (simworld.h):
@@ -49,7 +49,7 @@ typedef struct options {
     double lookups_per_s;
     uint32_t watchers;
     double loss;
-    bool churn, secure, json;
+    bool churn, secure, json, trace; /* trace: print each failed look-up and the mean membership view */
     double weibull_k, weibull_scale;
 } options;
 
@@ -95,6 +95,7 @@ struct sim {
     bool recovered;
     double worst_after_event;
     uint32_t max_clients_per_sn;
+    uint32_t crashed; /* supernodes the cascade crashed */
     uint64_t *sn_bytes; /* membership bytes each supernode had sent at the last report */
     double membership_kbit_sum;
     uint32_t membership_windows;
@@ -161,7 +162,7 @@ static void on_event(void *ctx, pl_simhost *h, const pl_stack_event *ev)
                 if (s->n_all < 20 * MAX_LATENCIES) s->all_lat[s->n_all++] = took / 1e3;
             } else {
                 s->win.failed++;
-                if (getenv("SIM_DEBUG")) {
+                if (s->o.trace) {
                     pl_node_status ns = pl_node_get_status(node_of(u));
                     bool sn_alive = false;
                     for (uint32_t i = 0; i < s->o.supernodes; i++)
@@ -322,7 +323,7 @@ static void report(sim *s, double window_s)
     s->membership_kbit_sum += kbit;
     s->membership_windows++;
     load cl = sn_load(s, 0);
-    if (getenv("SIM_DEBUG")) {
+    if (s->o.trace) {
         double view = 0;
         for (uint32_t i = 0; i < s->o.supernodes; i++) {
             pl_stack *st = pl_simhost_stack(s->sn[i]);
@@ -380,7 +381,7 @@ static int usage(void)
     fprintf(stderr, "usage: parley-sim [--users N] [--supernodes M] [--seed S] [--duration S]\n"
                     "                  [--scenario steady|storm|cascade] [--event-at S] [--lookups-per-s R]\n"
                     "                  [--watchers W] [--loss PCT] [--churn] [--weibull-shape K]\n"
-                    "                  [--weibull-scale S] [--secure] [--json]\n");
+                    "                  [--weibull-scale S] [--secure] [--json] [--trace]\n");
     return 2;
 }
 
@@ -395,6 +396,7 @@ static bool parse(options *o, int argc, char **argv)
         if (strcmp(a, "--churn") == 0) o->churn = true;
         else if (strcmp(a, "--secure") == 0) o->secure = true;
         else if (strcmp(a, "--json") == 0) o->json = true;
+        else if (strcmp(a, "--trace") == 0) o->trace = true;
         else if (!v) return false;
         else if (strcmp(a, "--users") == 0) o->users = (uint32_t)strtoul(v, NULL, 10), i++;
         else if (strcmp(a, "--supernodes") == 0) o->supernodes = (uint32_t)strtoul(v, NULL, 10), i++;
@@ -515,12 +517,20 @@ int main(int argc, char **argv)
                     }
                 if (!s.o.json) printf("t=%6.0fs  LOGIN STORM: %u users restart at once\n", now_s(&s), n);
             } else {
-                uint32_t n = 0;
-                for (uint32_t i = 0; i < s.o.supernodes; i++)
-                    if (pl_rng_below(&s.rng.rng, 100) < 30) {
-                        pl_simhost_crash(s.sn[i]);
-                        n++;
-                    }
+                /* Exactly 30%, chosen by a partial shuffle of the supernodes. */
+                uint32_t n = (s.o.supernodes * 3 + 5) / 10;
+                uint32_t *order = malloc(s.o.supernodes * sizeof *order);
+                if (!order) return 1;
+                for (uint32_t i = 0; i < s.o.supernodes; i++) order[i] = i;
+                for (uint32_t i = 0; i < n; i++) {
+                    uint32_t j = i + (uint32_t)pl_rng_below(&s.rng.rng, s.o.supernodes - i);
+                    uint32_t tmp = order[i];
+                    order[i] = order[j];
+                    order[j] = tmp;
+                    pl_simhost_crash(s.sn[order[i]]);
+                }
+                free(order);
+                s.crashed = n;
                 if (!s.o.json) printf("t=%6.0fs  CASCADE: %u supernodes crash at once\n", now_s(&s), n);
             }
         }
@@ -564,13 +574,18 @@ int main(int argc, char **argv)
         if (s.event_time)
             printf("  after the %s: worst window %.2f%% found; back to >= 99%% and staying there %.0f s after it%s\n",
                    s.o.scenario, s.worst_after_event, recovery, recovery >= 0 ? "" : " (never)");
+        if (s.crashed)
+            printf("  supernodes: %u crashed in the cascade, %u of the other %u still up at the end\n", s.crashed,
+                   alive_sn, s.o.supernodes - s.crashed);
     } else {
         printf("{\"summary\":true,\"users\":%u,\"supernodes\":%u,\"lookups\":%llu,\"found_pct\":%.4f,\"p50_ms\":%.1f,"
                "\"p90_ms\":%.1f,\"p99_ms\":%.1f,\"presence_mean_ms\":%.1f,\"clients_per_sn_max\":%.0f,"
-               "\"records_per_sn_max\":%.0f,\"recovery_s\":%.1f,\"worst_window_pct\":%.2f,\"cpu_s\":%.0f}\n",
+               "\"records_per_sn_max\":%.0f,\"busiest_ever\":%u,\"capacity\":%u,\"supernodes_alive\":%u,\"supernodes_crashed\":%u,"
+               "\"membership_kbit_per_sn\":%.3f,\"recovery_s\":%.1f,\"worst_window_pct\":%.2f,\"cpu_s\":%.0f}\n",
                s.o.users, s.o.supernodes, (unsigned long long)done, done ? 100.0 * s.total.found / done : 0, p50, p90,
                p99, s.total.presence_heard ? s.total.presence_delay_sum / s.total.presence_heard : 0, cl.max, rec.max,
-               recovery, s.worst_after_event, cpu);
+               s.max_clients_per_sn, 8 * per_sn + 64, alive_sn, s.crashed,
+               s.membership_windows ? s.membership_kbit_sum / s.membership_windows : 0, recovery, s.worst_after_event, cpu);
     }
     pl_simworld_free(s.w);
     pl_sigcache_free(s.sigs);
