@@ -5,9 +5,13 @@ set -eu
 # iproute2 and nftables build the network lab (tests/netlab/); stun-client
 # and coturn are the standard STUN clients tests/natdisc.test.sh runs
 # against our responder; espeak-ng and sox make and shape test speech;
-# Opus, speexdsp and PortAudio are the voice engine's libraries.
+# Opus, speexdsp and PortAudio are the voice engine's libraries;
+# libminiupnpc and libnatpmp ask home routers for port mappings
+# (src/io/portmap.c), and miniupnpd-nftables is the router
+# tests/portmap.test.sh asks.
 PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
-          stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev)
+          stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev
+          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
