@@ -8,10 +8,11 @@ set -eu
 # Opus, speexdsp and PortAudio are the voice engine's libraries;
 # libminiupnpc and libnatpmp ask home routers for port mappings
 # (src/io/portmap.c), and miniupnpd-nftables is the router
-# tests/portmap.test.sh asks.
+# tests/portmap.test.sh asks; tinyproxy, dante-server and microsocks are
+# the outgoing proxies tests/proxy.test.sh tunnels through.
 PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
           stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev
-          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables)
+          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables tinyproxy dante-server microsocks)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
