@@ -795,10 +795,14 @@ static void proxy_fail(pl_stream *s, pl_proxy_err err)
 static bool proxy_write(pl_stream *s)
 {
     stream_proxy *p = s->proxy;
-    /* Take what the handshake has to say now behind what is unwritten. */
-    if (p->out_off > 0 && p->out_off == p->out_len) p->out_off = p->out_len = 0;
-    if (p->out_len == 0) p->out_len = pl_proxy_client_output(&p->client, p->out, sizeof p->out);
-    while (p->out_off < p->out_len) {
+    for (;;) {
+        if (p->out_off == p->out_len) {
+            /* All written: take what the handshake has to say next, if anything. */
+            sodium_memzero(p->out, p->out_len);
+            p->out_off = 0;
+            p->out_len = pl_proxy_client_output(&p->client, p->out, sizeof p->out);
+            if (p->out_len == 0) break;
+        }
         ssize_t n = send(s->h.fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -807,10 +811,6 @@ static bool proxy_write(pl_stream *s)
             return false;
         }
         p->out_off += (size_t)n;
-    }
-    if (p->out_off == p->out_len) {
-        sodium_memzero(p->out, p->out_len);
-        p->out_off = p->out_len = 0;
     }
     stream_update_events(s);
     return true;

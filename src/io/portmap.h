@@ -123,7 +123,8 @@ void pl_portmap_release(pl_portmap *pm);
 const pl_portmap_status *pl_portmap_status_get(const pl_portmap *pm);
 /* Stops the worker and frees everything; no callback runs from here. A
  * mapping still held is removed first, which blocks for at most one
- * exchange with the router (`timeout`, or the HTTP timeouts of UPnP). */
+ * exchange with the router (`timeout`, or the HTTP timeouts of UPnP).
+ * Call it before pl_loop_free; it may be called from the callback. */
 void pl_portmap_free(pl_portmap *pm);
 
 #endif
