@@ -501,9 +501,11 @@ static pl_portmap_err upnp_map_once(pl_portmap *pm, uint16_t want_port, bool ren
     if (r != 0) return upnp_error(r, "AddPortMapping", res);
     pm->held.protocol = PL_PORTMAP_UPNP;
     pm->held.external_port = port;
-    /* The IGD may shorten the lease; it says so in the entry. */
+    /* The IGD may shorten the lease; the entry says how much is left (a
+     * second less than asked is only its clock ticking). */
     uint32_t lease = 0;
-    if (granted != 0 && upnp_entry_is_ours(pm, client, port, &lease) && lease > 0 && lease < granted) granted = lease;
+    if (granted != 0 && upnp_entry_is_ours(pm, client, port, &lease) && lease > 0 && lease + 1 < granted)
+        granted = lease;
     res->protocol = PL_PORTMAP_UPNP;
     ipv4_addr(&res->external, ext_ip, port);
     res->lifetime = granted;
