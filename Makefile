@@ -20,7 +20,9 @@ CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Isrc/core -Isrc/io
 # Voice: Opus (codec), speexdsp (echo canceller, noise suppressor, resampler),
 # PortAudio (sound devices, src/media/audio_device.c only).
 MEDIA_LIBS = -lopus -lspeexdsp -lportaudio
-LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lcjson $(MEDIA_LIBS) -lm -lpthread $(LDLIBS)
+# Port mapping: libminiupnpc (UPnP IGD) and libnatpmp (NAT-PMP), src/io/portmap.c.
+PORTMAP_LIBS = -lminiupnpc -lnatpmp
+LDLIBS_ALL = $(LDSAN) -lsodium -lsqlite3 -lcjson $(MEDIA_LIBS) $(PORTMAP_LIBS) -lm -lpthread $(LDLIBS)
 
 LIB_SRC   := $(wildcard src/core/*.c src/io/*.c src/sim/*.c src/media/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -117,7 +119,7 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined 
 FUZZERS := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 $(FUZZ_BUILD)/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -o $@ -lsodium -lsqlite3 $(MEDIA_LIBS) -lm -lpthread
+	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -o $@ -lsodium -lsqlite3 $(MEDIA_LIBS) $(PORTMAP_LIBS) -lm -lpthread
 
 fuzz: $(FUZZERS)
 	@fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZERS)

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "sockaddr.h"
 
 #define MAX_EVENTS 256          /* epoll events taken per wake-up */
@@ -125,10 +127,22 @@ struct pl_udp {
 
 enum { ST_OPEN = 1, ST_CLOSING };
 
+/* A stream through an outgoing proxy: the handshake runs on the raw bytes
+ * first, and framing starts once the proxy reports the tunnel open. */
+typedef struct stream_proxy {
+    pl_proxy_client client;
+    pl_proxy_err err;                  /* what ended the handshake; OK while it runs or once it succeeded */
+    bool handshaking;                  /* until the tunnel is open (or the stream ends) */
+    uint8_t out[PL_PROXY_MAX_REQUEST]; /* handshake bytes not yet written */
+    size_t out_off, out_len;
+    pl_timer deadline;                 /* connect and handshake together */
+} stream_proxy;
+
 struct pl_stream {
     handle h;
     int state;       /* ST_OPEN, or ST_CLOSING once the owner let go */
     bool connecting; /* until the non-blocking connect completes */
+    stream_proxy *proxy; /* NULL for a direct stream */
     int pending_err; /* a connect that failed at once, reported at the flush */
     pl_stream_frame_cb on_frame;
     pl_stream_close_cb on_close;
@@ -440,6 +454,12 @@ static void handle_free(handle *h)
         pl_stream *s = (pl_stream *)h;
         free(s->in);
         free(s->out);
+        if (s->proxy) {
+            /* The handshake held credentials. */
+            pl_proxy_client_wipe(&s->proxy->client);
+            sodium_memzero(s->proxy->out, sizeof s->proxy->out);
+            free(s->proxy);
+        }
         break;
     }
     default: break;
@@ -705,7 +725,26 @@ static void stream_drop(pl_stream *s)
 {
     dlist_remove(&s->dirty);
     pl_timer_cancel(s->h.loop, &s->linger);
+    if (s->proxy) pl_timer_cancel(s->h.loop, &s->proxy->deadline);
     handle_release(&s->h);
+}
+
+/* What the close callback hears when a proxy handshake fails: the closest
+ * errno; pl_stream_proxy_error tells the rest. */
+static int proxy_errno(pl_proxy_err err)
+{
+    switch (err) {
+    case PL_PROXY_ERR_REFUSED: return ECONNREFUSED;
+    case PL_PROXY_ERR_AUTH_REQUIRED:
+    case PL_PROXY_ERR_AUTH_FAILED: return EACCES;
+    case PL_PROXY_ERR_TARGET: return EHOSTUNREACH;
+    case PL_PROXY_ERR_UNSUPPORTED: return EOPNOTSUPP;
+    case PL_PROXY_ERR_BAD_REPLY: return EPROTO;
+    case PL_PROXY_ERR_CLOSED: return ECONNRESET;
+    case PL_PROXY_ERR_TIMEOUT: return ETIMEDOUT;
+    case PL_PROXY_ERR_CONFIG: return EINVAL;
+    default: return ECONNABORTED;
+    }
 }
 
 /* The stream ended on its own (peer, error, failed connect): the owner hears
@@ -714,6 +753,12 @@ static void stream_drop(pl_stream *s)
 static void stream_end(pl_stream *s, int err)
 {
     if (s->h.closed) return;
+    if (s->proxy && s->proxy->handshaking) {
+        /* The stream ended before the tunnel opened: say how. */
+        s->proxy->handshaking = false;
+        if (s->proxy->err == PL_PROXY_OK)
+            s->proxy->err = s->connecting || s->pending_err ? PL_PROXY_ERR_CONNECT : PL_PROXY_ERR_CLOSED;
+    }
     bool tell = s->state != ST_CLOSING;
     pl_stream_close_cb cb = s->on_close;
     void *ctx = s->ctx;
@@ -727,17 +772,64 @@ static void stream_linger_expired(pl_loop *loop, void *ctx)
     stream_drop(ctx);
 }
 
+static bool stream_handshaking(const pl_stream *s) { return s->proxy && s->proxy->handshaking; }
+
 static void stream_update_events(pl_stream *s)
 {
     unsigned ev;
     if (s->connecting) ev = PL_FD_WRITE;
+    else if (stream_handshaking(s)) ev = PL_FD_READ | (s->proxy->out_len > s->proxy->out_off ? PL_FD_WRITE : 0u);
     else ev = PL_FD_READ | (s->out_len > s->out_off ? PL_FD_WRITE : 0u);
     handle_want(&s->h, ev);
+}
+
+/* Fails the proxy handshake: the owner hears the errno closest to err. */
+static void proxy_fail(pl_stream *s, pl_proxy_err err)
+{
+    s->proxy->err = err;
+    stream_end(s, proxy_errno(err));
+}
+
+/* Writes the handshake's bytes (frames the owner queued wait for the
+ * tunnel). Returns false when the stream ended. */
+static bool proxy_write(pl_stream *s)
+{
+    stream_proxy *p = s->proxy;
+    for (;;) {
+        if (p->out_off == p->out_len) {
+            /* All written: take what the handshake has to say next, if anything. */
+            sodium_memzero(p->out, p->out_len);
+            p->out_off = 0;
+            p->out_len = pl_proxy_client_output(&p->client, p->out, sizeof p->out);
+            if (p->out_len == 0) break;
+        }
+        ssize_t n = send(s->h.fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            stream_end(s, errno);
+            return false;
+        }
+        p->out_off += (size_t)n;
+    }
+    stream_update_events(s);
+    return true;
+}
+
+static void proxy_deadline(pl_loop *loop, void *ctx)
+{
+    (void)loop;
+    pl_stream *s = ctx;
+    if (stream_handshaking(s)) proxy_fail(s, PL_PROXY_ERR_TIMEOUT);
 }
 
 /* Writes queued output until done or the kernel is full. */
 static void stream_write(pl_stream *s)
 {
+    if (stream_handshaking(s)) {
+        proxy_write(s);
+        return;
+    }
     while (s->out_off < s->out_len) {
         ssize_t n = send(s->h.fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
@@ -784,7 +876,7 @@ static void stream_parse(pl_loop *loop, pl_stream *s)
 static bool stream_in_room(pl_stream *s)
 {
     size_t need = STREAM_IN_MIN;
-    if (s->in_len >= 2) {
+    if (s->in_len >= 2 && !stream_handshaking(s)) {
         size_t frame = 2 + (((size_t)s->in[0] << 8) | s->in[1]);
         if (frame > need) need = frame;
     }
@@ -794,6 +886,30 @@ static bool stream_in_room(pl_stream *s)
     s->in = p;
     s->in_cap = need;
     return true;
+}
+
+/* Hands what was read to the proxy handshake; what it does not take is the
+ * tunnel's (framed) data. Returns false when the stream ended. */
+static bool proxy_input(pl_stream *s)
+{
+    stream_proxy *p = s->proxy;
+    size_t used = 0;
+    pl_proxy_err err = pl_proxy_client_input(&p->client, s->in, s->in_len, &used);
+    memmove(s->in, s->in + used, s->in_len - used);
+    s->in_len -= used;
+    if (err != PL_PROXY_OK) {
+        proxy_fail(s, err);
+        return false;
+    }
+    if (!proxy_write(s)) return false; /* SOCKS5's next request, if one is due */
+    if (!pl_proxy_client_done(&p->client)) return true;
+    /* The tunnel is open: from here on the stream is an ordinary framed
+     * one, and the frames queued meanwhile go out. */
+    p->handshaking = false;
+    pl_timer_cancel(s->h.loop, &p->deadline);
+    pl_proxy_client_wipe(&p->client);
+    stream_write(s);
+    return !s->h.closed;
 }
 
 static void stream_read(pl_loop *loop, pl_stream *s)
@@ -808,6 +924,7 @@ static void stream_read(pl_loop *loop, pl_stream *s)
         if (n == 0) {
             /* The peer is done. A frame cut short is a protocol error. */
             if (s->state == ST_CLOSING) stream_drop(s);
+            else if (stream_handshaking(s)) proxy_fail(s, pl_proxy_client_eof(&s->proxy->client));
             else stream_end(s, s->in_len > 0 ? EPROTO : 0);
             return;
         }
@@ -823,6 +940,7 @@ static void stream_read(pl_loop *loop, pl_stream *s)
             s->in_len = 0; /* the owner has gone: input is read only to be discarded */
             continue;
         }
+        if (stream_handshaking(s) && !proxy_input(s)) return;
         stream_parse(loop, s);
     }
 }
@@ -921,6 +1039,41 @@ pl_stream *pl_stream_connect_from(pl_loop *loop, const pl_addr *to, const pl_add
     return s;
 }
 
+pl_stream *pl_stream_connect_via_proxy(pl_loop *loop, const pl_proxy_config *proxy, const pl_addr *target,
+                                       const pl_addr *from, pl_loop_err *err)
+{
+    stream_proxy *p = calloc(1, sizeof *p);
+    if (!p) {
+        errno = ENOMEM;
+        set_err(err, PL_LOOP_ERR_SYSTEM);
+        return NULL;
+    }
+    if (pl_proxy_client_init(&p->client, proxy, target) != PL_PROXY_OK) {
+        pl_proxy_client_wipe(&p->client);
+        free(p);
+        set_err(err, PL_LOOP_ERR_ADDRESS);
+        return NULL;
+    }
+    pl_addr server = proxy->server;
+    server.transport = PL_ADDR_TCP;
+    pl_stream *s = pl_stream_connect_from(loop, &server, from, err);
+    if (!s) {
+        pl_proxy_client_wipe(&p->client);
+        free(p);
+        return NULL;
+    }
+    p->handshaking = true;
+    pl_timer_init(&p->deadline, proxy_deadline, s);
+    pl_timer_set(loop, &p->deadline, loop->now + (proxy->timeout ? proxy->timeout : PL_STREAM_PROXY_TIMEOUT));
+    s->proxy = p;
+    /* The owner talks to the target; the proxy is a detail of the path. */
+    s->peer = *target;
+    s->peer.transport = PL_ADDR_TCP;
+    return s;
+}
+
+pl_proxy_err pl_stream_proxy_error(const pl_stream *s) { return s->proxy ? s->proxy->err : PL_PROXY_OK; }
+
 void pl_stream_set_callbacks(pl_stream *s, pl_stream_frame_cb on_frame, pl_stream_close_cb on_close, void *ctx)
 {
     s->on_frame = on_frame;
@@ -979,7 +1132,8 @@ bool pl_stream_peer_addr(const pl_stream *s, pl_addr *out)
 void pl_stream_close(pl_stream *s, bool abort_now)
 {
     if (!s || s->h.closed || s->state == ST_CLOSING) return;
-    if (abort_now || s->pending_err || s->out_len == s->out_off) {
+    /* Frames queued for a tunnel that is not open yet are not worth waiting for. */
+    if (abort_now || s->pending_err || s->out_len == s->out_off || stream_handshaking(s)) {
         stream_drop(s);
         return;
     }

@@ -14,6 +14,7 @@
 #define PL_LOOP_H
 
 #include "parley.h"
+#include "proxy.h"
 
 typedef struct pl_loop pl_loop;
 
@@ -114,6 +115,26 @@ pl_stream *pl_stream_connect(pl_loop *loop, const pl_addr *to, pl_loop_err *err)
 /* The same from a given local address (its port is ignored), so a host with
  * several addresses speaks TCP from the one it speaks UDP from. */
 pl_stream *pl_stream_connect_from(pl_loop *loop, const pl_addr *to, const pl_addr *from, pl_loop_err *err);
+/* Through an outgoing proxy (proxy.h: HTTP CONNECT or SOCKS5): a TCP
+ * connection to proxy->server (from a given local address, or NULL), the
+ * proxy handshake on its raw bytes, and then, in the tunnel to target, an
+ * ordinary framed stream. Frames may be queued at once; they go out when
+ * the tunnel opens. pl_stream_peer_addr gives the target. Connect and
+ * handshake together must end within proxy->timeout (0:
+ * PL_STREAM_PROXY_TIMEOUT). If the stream ends before the tunnel opens, the
+ * close callback's err is the closest errno (ECONNREFUSED refused, EACCES
+ * credentials wanted or refused, EHOSTUNREACH the proxy could not reach
+ * the target, ETIMEDOUT, EPROTO a bad reply, ECONNRESET closed, or the
+ * connect's own error) and pl_stream_proxy_error, called inside the
+ * callback, says exactly what. Closing the stream before the tunnel opens
+ * drops it at once. The configuration is copied (and the copy wiped when
+ * done); PL_LOOP_ERR_ADDRESS for one the handshake refuses. */
+#define PL_STREAM_PROXY_TIMEOUT (10 * PL_SEC)
+pl_stream *pl_stream_connect_via_proxy(pl_loop *loop, const pl_proxy_config *proxy, const pl_addr *target,
+                                       const pl_addr *from, pl_loop_err *err);
+/* PL_PROXY_OK for a direct stream, or one whose tunnel opened; else what
+ * ended the handshake (PL_PROXY_ERR_CONNECT: no connection to the proxy). */
+pl_proxy_err pl_stream_proxy_error(const pl_stream *s);
 void pl_stream_set_callbacks(pl_stream *s, pl_stream_frame_cb on_frame, pl_stream_close_cb on_close, void *ctx);
 /* Lowers the largest frame accepted from the peer (default and ceiling
  * PL_STREAM_MAX_FRAME); a longer length closes the stream with EMSGSIZE. */
