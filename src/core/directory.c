@@ -1076,6 +1076,13 @@ void pl_dir_member_down(pl_dir *d, const uint8_t pk[32], pl_time now)
 
 size_t pl_dir_member_count(const pl_dir *d) { return d->n_alive; }
 
+bool pl_dir_is_member(const pl_dir *d, const uint8_t pk[32], pl_addr *addr)
+{
+    const member *m = member_of(d, pk);
+    if (m && addr) *addr = m->addr;
+    return m != NULL;
+}
+
 size_t pl_dir_standby_for(const pl_dir *d, const uint8_t client_pk[32], pl_ovl_peer *out, size_t n)
 {
     uint8_t reps[MAX_R][32];
