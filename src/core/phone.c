@@ -130,7 +130,10 @@ static pcall *by_pk(pl_phone *ph, const uint8_t pk[32], const pcall *not)
 {
     for (int i = 0; i < SLOTS; i++) {
         pcall *pc = &ph->calls[i];
-        if (pc->phase != PH_FREE && pc != not && pc->have_pk && memcmp(pc->pk, pk, 32) == 0) return pc;
+        /* A record that ended before it had paths (a failed look-up, a
+         * merged dial) holds nothing of the peer's any more. */
+        if (pc->phase == PH_FREE || pc == not || !pc->have_pk || (pc->phase == PH_LINGER && !pc->pm)) continue;
+        if (memcmp(pc->pk, pk, 32) == 0) return pc;
     }
     return NULL;
 }
@@ -233,7 +236,7 @@ static void end_early(pl_phone *ph, pcall *pc, uint8_t reason, bool local)
     pc->state = PL_CALL_ENDED;
     pc->ended = ph->now;
     pc->phase = PH_LINGER;
-    pc->expires = ph->now; /* nothing was sent: free at the next tick */
+    pc->expires = ph->now + PL_PHONE_LINGER; /* so the driver can still read it */
     emit(ph, pc, PL_PHONE_EV_ENDED, NULL);
 }
 
