@@ -81,6 +81,8 @@ struct pcall {
     uint32_t merged_into;
     pl_time dialed, responded, answered, ended, first_media_rx;
     pl_time expires; /* PREPARED: forgotten then; LINGER: freed then */
+    bool announced;  /* DIALING or INCOMING went out: later events may follow */
+    bool have_path_event; /* a path became active before that */
 };
 
 struct pl_phone {
@@ -396,7 +398,9 @@ static bool pm_send_message(void *ctx, const pl_addr *path_addr, const uint8_t *
 static void pm_event(void *ctx, const pl_path_event *ev)
 {
     pcall *pc = ctx;
-    if (ev->type == PL_PATH_EV_ACTIVE && pc->phase == PH_LIVE) emit(pc->ph, pc, PL_PHONE_EV_PATH, NULL);
+    if (ev->type != PL_PATH_EV_ACTIVE) return;
+    if (pc->phase == PH_LIVE && pc->announced) emit(pc->ph, pc, PL_PHONE_EV_PATH, NULL);
+    else pc->have_path_event = true; /* told once the call is */
 }
 
 /* Adds our own relay: at the address where we reach our supernode (the
@@ -547,6 +551,7 @@ static pcall *adopt(pl_phone *ph, pcall *user, pcall *paths)
     memcpy(merged.grant_sn, paths->grant_sn, 32);
     merged.relay_at = paths->relay_at;
     merged.answer_due = paths->answer_due;
+    merged.have_path_event = paths->have_path_event;
     if (!merged.have_via && paths->have_via) {
         memcpy(merged.via, paths->via, 32);
         merged.have_via = true;
@@ -670,7 +675,12 @@ static void on_incoming(pl_phone *ph, const pl_call_event *ev)
     ph->stats.incoming++;
     create_pm(ph, pc);
     allocate(ph, pc);
+    pc->announced = true;
     emit(ph, pc, PL_PHONE_EV_INCOMING, NULL);
+    if (pc->have_path_event) {
+        pc->have_path_event = false;
+        emit(ph, pc, PL_PHONE_EV_PATH, NULL);
+    }
     if (pc->key_verdict == PL_TRUST_PIN_CHANGED) {
         uint8_t pinned[32];
         char warning[1024] = "";
@@ -795,7 +805,12 @@ static void on_lookup(pl_phone *ph, pcall *pc, const pl_dirc_event *ev)
     pc->phase = PH_LIVE;
     pc->handle = handle;
     pc->state = PL_CALL_DIALING;
+    pc->announced = true;
     emit(ph, pc, PL_PHONE_EV_DIALING, NULL);
+    if (pc->have_path_event && pc->phase == PH_LIVE) {
+        pc->have_path_event = false;
+        emit(ph, pc, PL_PHONE_EV_PATH, NULL);
+    }
     if (pc->phase != PH_LIVE) return; /* the driver hung up from the event */
     allocate(ph, pc);
     /* Without a supernode of our own to allocate at, knock at once. */

@@ -467,6 +467,8 @@ static void on_event(void *ctx, const pl_stack_event *ev)
         case PL_NODE_EV_DIRECTORY: pd_on_directory(d, e->dir); break;
         case PL_NODE_EV_MAIL: pd_on_mail(d, e->mail); break;
         }
+    } else if (ev->type == PL_STACK_EV_PHONE) {
+        pd_on_phone(d, ev->phone);
     } else if (ev->type == PL_STACK_EV_SUPER) {
         const pl_super_event *e = ev->super;
         hex8(e->client_pk, hex);
@@ -534,13 +536,17 @@ static int usage(void)
             "usage: %s [--home DIR] [--role node|supernode] [--listen ADDR:PORT]\n"
             "          [--bootstrap HEX@ADDR:PORT]... [--bootstrap-file FILE] [--control PATH]\n"
             "          [--max-clients N] [--keepalive S] [--no-udp] [--no-tcp]\n"
-            "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n",
+            "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n"
+            "          calls: [--auto-answer] [--answer-from WAV|tone:HZ|silence|device[:NAME]]\n"
+            "          [--answer-to WAV|null|device[:NAME]] [--private] [--ring-timeout S]\n"
+            "          [--block-changed-keys] [--media-trace FILE]\n",
             PROG);
     return 2;
 }
 
 static int parse_options(options *o, int argc, char **argv)
 {
+    int rc;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **slot = NULL;
@@ -558,7 +564,9 @@ static int parse_options(options *o, int argc, char **argv)
         else if (strcmp(a, "--alt-listen") == 0) slot = &o->alt_listen;
         else if (strcmp(a, "--bootstrap") == 0 || strcmp(a, "--max-clients") == 0 || strcmp(a, "--keepalive") == 0)
             slot = &value;
-        else {
+        else if ((rc = pd_phone_option(&o->phone, argc, argv, &i)) != 0) {
+            if (rc < 0) return 2;
+        } else {
             fprintf(stderr, "%s: unknown option '%s'\n", PROG, a);
             return usage();
         }
@@ -665,6 +673,7 @@ int main(int argc, char **argv)
                            .max_clients = d.opt.max_clients,
                            .keepalive_s = d.opt.keepalive_s};
     memcpy(cfg.ca_pk, d.ca_pk, 32);
+    pd_phone_configure(&d, &cfg);
     pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event};
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));
@@ -686,6 +695,7 @@ int main(int argc, char **argv)
     load_hosts(&d);
     if ((rc = pd_control_open(&d))) return rc;
     if (d.role == PL_ROLE_NODE && (rc = pd_people_open(&d))) return rc;
+    if (d.role == PL_ROLE_NODE && (rc = pd_phone_open(&d))) return rc;
     if (pipe2(d.signal_pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         pl_loop_watch_fd(d.loop, d.signal_pipe[0], PL_FD_READ, on_stop_signal, NULL);
         signal_fd = d.signal_pipe[1];
@@ -707,6 +717,7 @@ int main(int argc, char **argv)
     pl_loop_run(d.loop);
 
     pd_log(&d, "stopping");
+    pd_phone_close(&d);
     pl_stack_stop(d.stack, pl_loop_now(d.loop));
     if (d.udp) pl_udp_flush(d.udp);
     if (pl_stack_node(d.stack)) save_hosts(&d);
