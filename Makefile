@@ -99,6 +99,7 @@ test-asan:
 
 bench: all
 	@for b in $(BENCHES); do $$b || exit 1; done
+	@bench/call.bench.sh $(BUILD)
 
 # libFuzzer targets, built with clang. fuzz-smoke runs each briefly (CI);
 # `make fuzz FUZZ_SECONDS=600` runs a longer campaign.

@@ -1232,7 +1232,7 @@ static int follow_call(uint32_t id, bool outgoing)
     signal(SIGINT, on_call_signal);
     signal(SIGTERM, on_call_signal);
     char last_state[64] = "";
-    bool hung_up = false;
+    bool hung_up = false, rang = false, was_answered = false;
     pl_time started = mono_now();
     double timeout = g.timeout ? atof(g.timeout) : 0;
     for (;;) {
@@ -1272,12 +1272,17 @@ static int follow_call(uint32_t id, bool outgoing)
             signal(SIGTERM, SIG_DFL);
             return code;
         }
+        /* The callee's phone rang (or answered at once): said once, even if
+         * the answer came before we looked. */
+        if (!g.json && !rang && outgoing && cJSON_GetObjectItemCaseSensitive(c, "dial_to_ringing_ms")) {
+            rang = true;
+            printf("ringing %s (%.0f ms after dialing)\n", jstr(c, "peer"), jnum(c, "dial_to_ringing_ms"));
+        }
         if (!g.json && strcmp(state, last_state) != 0) {
-            if (strcmp(state, "ringing at the other end") == 0)
-                printf("ringing %s (%.0f ms after dialing)\n", jstr(c, "peer"), jnum(c, "dial_to_ringing_ms"));
-            else if (strcmp(state, "active") == 0 && !last_state[0]) printf("connected with %s\n", jstr(c, "peer"));
-            else if (strcmp(state, "active") == 0 && strcmp(last_state, "on hold") != 0) {
-                printf("answered by %s after %.0f ms\n", jstr(c, "peer"), jnum(c, "answered_after_ms"));
+            if (strcmp(state, "active") == 0 && !was_answered) {
+                was_answered = true;
+                if (outgoing) printf("answered by %s after %.0f ms\n", jstr(c, "peer"), jnum(c, "answered_after_ms"));
+                else printf("connected with %s\n", jstr(c, "peer"));
                 printf("safety number %s\n", jstr(c, "safety_number"));
                 print_path(c);
             } else if (strcmp(state, "active") == 0) printf("resumed\n");

@@ -29,8 +29,6 @@
 enum { PH_FREE = 0, PH_LOOKUP, PH_PREPARED, PH_LIVE, PH_LINGER };
 
 #define SLOTS (PL_PHONE_MAX_CALLS + PL_PHONE_MAX_PREPARED)
-#define KNOCK_VERSION 1
-#define KNOCK_FIXED 34 /* version, flags, the sender's supernode key */
 #define OFFER_MAX 512
 #define SESSION_INITIATION 1 /* the session layer's type byte of a handshake initiation */
 
@@ -105,6 +103,7 @@ struct pl_phone {
     uint8_t admit_verdict; /* the pin verdict of the invite being admitted */
     pl_phone_stats stats;
     pl_phone_call_info info; /* for events */
+    pl_phone_knock knock;    /* the last one decoded */
     uint8_t env[PL_ENV_MAX_SIZE];
     uint8_t note[PL_CALLSVC_NOTE_MAX];
 };
@@ -342,21 +341,29 @@ static void replay_initiation(pl_phone *ph, pcall *pc)
 
 /* ---- the rendezvous: knocks and their answers ------------------------------------------------------ */
 
+/* Our offer as a decoded structure (own_offer encodes it). */
+static bool own_offer_struct(pl_phone *ph, const pcall *pc, pl_path_offer *o)
+{
+    uint8_t buf[OFFER_MAX];
+    size_t n = own_offer(ph, pc, buf, sizeof buf);
+    return n && pl_path_decode_offer(o, buf, n) == PL_PATH_OK;
+}
+
 static void send_note(pl_phone *ph, pcall *pc, uint8_t content_type)
 {
     if (!pc->have_cert || !pc->have_via) return;
     pl_node_status st = pl_node_get_status(ph->node);
     if (st.state != PL_NODE_ATTACHED) return;
-    uint8_t body[KNOCK_FIXED + OFFER_MAX];
-    body[0] = KNOCK_VERSION;
-    body[1] = 0;
-    memcpy(body + 2, st.supernode.pk, 32);
-    size_t n = own_offer(ph, pc, body + KNOCK_FIXED, sizeof body - KNOCK_FIXED);
+    pl_phone_knock k;
+    memcpy(k.supernode, st.supernode.pk, 32);
+    if (!own_offer_struct(ph, pc, &k.offer)) return;
+    uint8_t body[PL_PHONE_KNOCK_FIXED + OFFER_MAX];
+    size_t n = pl_phone_encode_knock(body, sizeof body, &k);
     if (!n) return;
     pl_env_sealed sealed;
     size_t env_len;
     pl_env_err e = pl_env_seal(&sealed, ph->env, sizeof ph->env, &env_len, &ph->id, ph->cert, ph->cert_len,
-                               &pc->cert, content_type, body, KNOCK_FIXED + n, ph->now, ph->rng);
+                               &pc->cert, content_type, body, n, ph->now, ph->rng);
     pl_env_sealed_wipe(&sealed);
     if (e) return;
     pl_callsvc_note note = {.hop = 0, .body = ph->env, .body_len = env_len};
@@ -455,16 +462,22 @@ static void add_direct_candidates(pl_phone *ph, pcall *pc, const pl_record *rec)
             pl_path_add_direct(pc->pm, &rec->candidates[i].addr, ph->now);
 }
 
+static void apply_decoded_offer(pl_phone *ph, pcall *pc, const pl_path_offer *o)
+{
+    if (!pc->pm) return;
+    ph->stats.offers_received++;
+    pl_path_apply_offer(pc->pm, o, ph->now);
+    replay_initiation(ph, pc);
+}
+
 static void apply_offer(pl_phone *ph, pcall *pc, const uint8_t *msg, size_t len)
 {
     pl_path_offer o;
-    if (!pc->pm || pl_path_decode_offer(&o, msg, len) != PL_PATH_OK) {
+    if (pl_path_decode_offer(&o, msg, len) != PL_PATH_OK) {
         ph->stats.offers_malformed++;
         return;
     }
-    ph->stats.offers_received++;
-    pl_path_apply_offer(pc->pm, &o, ph->now);
-    replay_initiation(ph, pc);
+    apply_decoded_offer(ph, pc, &o);
 }
 
 /* Asks our supernode for a relay channel for the call with pc's peer. */
@@ -832,7 +845,7 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
     bool ok = e == PL_ENV_OK && opened.n_chunks == 0 &&
               (opened.content_type == PL_PHONE_ENV_KNOCK || opened.content_type == PL_PHONE_ENV_KNOCK_ANSWER) &&
               opened.sent_at + PL_PHONE_KNOCK_MAX_AGE >= ph->now && opened.sent_at <= ph->now + PL_PHONE_KNOCK_MAX_AGE &&
-              opened.body_len > KNOCK_FIXED && opened.body[0] == KNOCK_VERSION && opened.body[1] == 0 &&
+              pl_phone_decode_knock(&ph->knock, opened.body, opened.body_len) &&
               memcmp(opened.sender.sign_pk, ph->id.sign_pk, 32) != 0 &&
               pl_env_seen_check(&ph->seen, opened.id, opened.sent_at, ph->now) == PL_ENV_OK;
     if (!ok) {
@@ -870,10 +883,10 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
         pc->cert = opened.sender;
         pc->have_cert = true;
     }
-    memcpy(pc->via, opened.body + 2, 32);
+    memcpy(pc->via, ph->knock.supernode, 32);
     pc->have_via = true;
     if (!create_pm(ph, pc)) goto done;
-    apply_offer(ph, pc, opened.body + KNOCK_FIXED, opened.body_len - KNOCK_FIXED);
+    apply_decoded_offer(ph, pc, &ph->knock.offer);
     if (is_knock) {
         allocate(ph, pc);
         if (pc->alloc_done) send_note(ph, pc, PL_PHONE_ENV_KNOCK_ANSWER);
@@ -911,6 +924,26 @@ static void on_grant(pl_phone *ph, const uint8_t *msg, size_t len)
         size_t n = pl_relay_encode_release(buf, sizeof buf, &m);
         to_supernode(ph, buf, n, NULL);
     }
+}
+
+/* ---- the knock's codec ----------------------------------------------------------------------------------- */
+
+size_t pl_phone_encode_knock(uint8_t *buf, size_t cap, const pl_phone_knock *k)
+{
+    if (cap < PL_PHONE_KNOCK_FIXED) return 0;
+    buf[0] = PL_PHONE_KNOCK_VERSION;
+    buf[1] = 0;
+    memcpy(buf + 2, k->supernode, 32);
+    size_t n = pl_path_encode_offer(buf + PL_PHONE_KNOCK_FIXED, cap - PL_PHONE_KNOCK_FIXED, &k->offer);
+    return n ? PL_PHONE_KNOCK_FIXED + n : 0;
+}
+
+bool pl_phone_decode_knock(pl_phone_knock *k, const uint8_t *buf, size_t len)
+{
+    memset(k, 0, sizeof *k);
+    if (len <= PL_PHONE_KNOCK_FIXED || buf[0] != PL_PHONE_KNOCK_VERSION || buf[1] != 0) return false;
+    memcpy(k->supernode, buf + 2, 32);
+    return pl_path_decode_offer(&k->offer, buf + PL_PHONE_KNOCK_FIXED, len - PL_PHONE_KNOCK_FIXED) == PL_PATH_OK;
 }
 
 /* ---- the stack's side ------------------------------------------------------------------------------ */

@@ -43,6 +43,21 @@ typedef struct pl_phone pl_phone;
  * contact and the callee's answer, each carrying the sender's offer. */
 enum { PL_PHONE_ENV_KNOCK = 16, PL_PHONE_ENV_KNOCK_ANSWER = 17 };
 
+/* What a knock and its answer carry, inside the envelope: the sender's
+ * supernode (where the answer goes) and its offer (path.h). */
+#define PL_PHONE_KNOCK_VERSION 1
+#define PL_PHONE_KNOCK_FIXED 34 /* version, flags (0), the supernode's key */
+typedef struct pl_phone_knock {
+    uint8_t supernode[32];
+    pl_path_offer offer;
+} pl_phone_knock;
+
+/* Encodes a knock body (0 when cap is too small or the offer invalid). */
+size_t pl_phone_encode_knock(uint8_t *buf, size_t cap, const pl_phone_knock *k);
+/* Decodes one; false on an unknown version, flags, or an offer that does
+ * not decode (path.h's rules: canonical, no trailing bytes). */
+bool pl_phone_decode_knock(pl_phone_knock *k, const uint8_t *buf, size_t len);
+
 /* Timers. */
 #define PL_PHONE_ALLOC_TIMEOUT PL_SEC        /* a relay grant not here by then: go on without it */
 #define PL_PHONE_KNOCK_EVERY PL_SEC          /* first contact again, while no session is up */
