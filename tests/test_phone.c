@@ -614,6 +614,40 @@ static void lossy_network(void)
     lab_down(&l);
 }
 
+static void calls_again_after_a_restart(void)
+{
+    /* Bob's daemon restarts (same identity, new process) right after a
+     * call and calls alice back while her side of the last call still
+     * lingers: the new call must not inherit the old call's paths. */
+    lab l;
+    lab_up(&l, 2, NULL, 0);
+    uint32_t a = dial(&l, 0, "bob");
+    run_for(&l, 2 * PL_SEC);
+    CHECK_EQ(info_of(&l, 0, a).state, PL_CALL_ACTIVE);
+    pl_simhost_crash(l.users[1].host);
+    pl_simhost_restart(l.users[1].host);
+    run_for(&l, 1500 * PL_MSEC); /* bob attaches again; alice still has the call */
+    CHECK_EQ(pl_node_get_status(pl_stack_node(pl_simhost_stack(l.users[1].host))).state, PL_NODE_ATTACHED);
+    pl_time t = now_of(&l);
+    uint32_t b = dial(&l, 1, "alice");
+    run_for(&l, PL_SEC);
+    pl_phone_call_info bi = info_of(&l, 1, b);
+    CHECK_EQ(bi.state, PL_CALL_ACTIVE);
+    printf("     a restarted peer calls back: ringing %.1f ms, answered %.1f ms after dialing\n", (bi.responded - t) / 1e3, (bi.answered - t) / 1e3);
+    /* One retransmission (250 ms) is usual here: the first answer goes out
+     * on the paths alice kept from the lost call. */
+    CHECK(bi.answered - t < PL_SEC);
+    run_for(&l, 2 * PL_SEC);
+    pl_phone_call_info ai = info_of(&l, 0, l.users[0].incoming_id);
+    CHECK_EQ(ai.state, PL_CALL_ACTIVE);
+    CHECK(ai.stats.packets_received > 80);
+    /* Alice's old call with bob ended when his new invite came: he had
+     * lost it. */
+    CHECK_EQ(l.users[0].ended, 1);
+    CHECK_EQ(l.users[0].end_reason, PL_CALL_END_NETWORK_FAILURE);
+    lab_down(&l);
+}
+
 int main(void)
 {
     RUN(call_by_name_and_talk_both_ways);
@@ -625,5 +659,6 @@ int main(void)
     RUN(changed_key_warns_or_refuses);
     RUN(tampered_and_replayed_media_dropped);
     RUN(lossy_network);
+    RUN(calls_again_after_a_restart);
     return pl_test_summary();
 }

@@ -800,6 +800,12 @@ static void on_lookup(pl_phone *ph, pcall *pc, const pl_dirc_event *ev)
         end_early(ph, pc, PL_PHONE_END_MERGED, true);
         return;
     }
+    if (other && other->phase == PH_LINGER) {
+        /* The last call with this peer lingers: start afresh (its paths may
+         * be stale: the peer may have restarted elsewhere). */
+        free_call(ph, other);
+        other = NULL;
+    }
     if (other) pc = adopt(ph, pc, other);
     if (!create_pm(ph, pc)) {
         end_early(ph, pc, PL_PHONE_END_FAILED, true);
@@ -870,14 +876,21 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
         pc->have_pk = true;
         snprintf(pc->name, sizeof pc->name, "%s", opened.sender.name);
         pc->expires = ph->now + PL_PHONE_PREPARED_LIFE;
-    } else if (pc->phase == PH_LINGER && is_knock) {
-        /* A new call from a peer whose last one lingers: its paths serve. */
-        pc->phase = PH_PREPARED;
-        pc->expires = ph->now + PL_PHONE_PREPARED_LIFE;
-        pc->state = PL_CALL_DIALING;
-        pc->end_reason = 0;
     } else if (pc->phase == PH_LINGER) {
-        goto done;
+        if (!is_knock) goto done;
+        /* A new call from a peer whose last one lingers: the peer starts
+         * from scratch (it may be a new process at a new address), so do
+         * we. This is not inside the peer's session, so closing it is safe. */
+        free_call(ph, pc);
+        pc = new_call(ph, PH_PREPARED);
+        if (!pc) {
+            ph->stats.knocks_refused++;
+            goto done;
+        }
+        memcpy(pc->pk, pk, 32);
+        pc->have_pk = true;
+        snprintf(pc->name, sizeof pc->name, "%s", opened.sender.name);
+        pc->expires = ph->now + PL_PHONE_PREPARED_LIFE;
     }
     if (!pc->have_cert) {
         pc->cert = opened.sender;
