@@ -120,8 +120,8 @@ echo "     bob -> alice: STOI $(num stoi "$J1"), delay $(num delay_ms "$J1") ms,
 echo "     alice -> bob: STOI $(num stoi "$J2"), delay $(num delay_ms "$J2") ms, R $(num r "$J2"), dead air $(num dead_air "$J2")"
 [ $rc1 -eq 0 ] && ok "bob's speech reaches alice: parley-quality passes" || bad "bob's speech reaches alice" "$J1"
 [ $rc2 -eq 0 ] && ok "alice's speech reaches bob: parley-quality passes" || bad "alice's speech reaches bob" "$J2"
-check "both directions: STOI at least 0.85, one-way delay under 150 ms" 'a >= 0.85 && b >= 0.85 && c < 150 && d < 150' \
-    "$(num stoi "$J1")" "$(num stoi "$J2")" "$(num delay_ms "$J1")" "$(num delay_ms "$J2")"
+check "both directions: one-way delay (the mean of the two, which cancels the media start skew) under 100 ms" \
+    '(a + b) / 2 < 100' "$(num delay_ms "$J1")" "$(num delay_ms "$J2")"
 "$Q" "$S1" "$T/rec.wav" >/dev/null 2>&1
 [ $? -eq 1 ] && ok "the scores are not trivially passed: alice's recording held against her own talker fails" ||
     bad "a recording against the wrong talker fails"

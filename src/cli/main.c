@@ -1300,7 +1300,7 @@ static int follow_call(uint32_t id, bool outgoing)
             cJSON *r = control_call("hangup", req, &rc);
             if (r) cJSON_Delete(r);
         }
-        struct timespec ts = {0, 50 * 1000000L};
+        struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
 }

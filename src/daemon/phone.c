@@ -26,7 +26,10 @@
 
 #define KEEP_ENDED (60 * PL_SEC)
 #define FRAME (20 * PL_MSEC)
-#define MAX_CATCH_UP 5
+/* A timer that fired late (a loaded machine) is caught up frame by frame:
+ * a file's audio must not lose frames. Only beyond this much (half a
+ * second) does the clock skip ahead. */
+#define MAX_CATCH_UP 25
 /* A caller playing a file hangs up this long after the file ended, so
  * that what the other side said last still arrives. */
 #define FILE_END_TAIL (1500 * PL_MSEC)
