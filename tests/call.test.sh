@@ -200,6 +200,15 @@ rc=$?
 [ $rc -eq 0 ] && ok "parley hangup ends it (the call's exit 0)" || bad "hangup: exit 0" "exit $rc: $(cat "$T/a3.out")"
 expect "bob's log has the hold and the hang-up" 'on hold \(by the other side\)' "$(cat "$T/bob.log")"
 
+# ---- sound devices: none here, and the CLI says so in one line -------------------------------------------
+out=$(timeout 20 "$PL" --home "$T/alice" call bob --device --duration 1 2>&1)
+rc=$?
+if [ $rc -ne 0 ]; then
+    expect "--device without a sound card fails cleanly, in one line" "^parley: call: cannot use 'device' as the audio (source|sink): no sound device" "$out"
+else
+    ok "--device: this machine has a sound card (the call went through)"
+fi
+
 # ---- offline ------------------------------------------------------------------------------------------
 "$PL" --home "$T/dave" stop >/dev/null
 sleep 1

@@ -195,7 +195,7 @@ static void lab_up(lab *l, int n, const pl_phone_config *const *cfgs, uint32_t l
     pl_simworld_set_datagram_tap(l->w, tap, l);
     pl_ovl_peer boot[2];
     for (int i = 0; i < 2; i++) {
-        char name[16];
+        char name[24];
         snprintf(name, sizeof name, "super%d", i + 1);
         pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .max_peers = 256};
         pl_addr a = addr_of(100, i + 1, 7400);

@@ -104,6 +104,7 @@ struct pl_phone {
     pl_phone_stats stats;
     pl_phone_call_info info; /* for events */
     pl_phone_knock knock;    /* the last one decoded */
+    pl_env_opened opened;    /* the last note opened (wiped after use) */
     uint8_t env[PL_ENV_MAX_SIZE];
     uint8_t note[PL_CALLSVC_NOTE_MAX];
 };
@@ -845,25 +846,25 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
         ph->stats.knocks_refused++;
         return;
     }
-    static pl_env_opened opened; /* large; the phone runs on one thread */
+    pl_env_opened *o = &ph->opened;
     pl_env_recipient me = {&ph->id, ph->own_cert.name};
-    pl_env_err e = pl_env_open(&opened, note.body, note.body_len, &me, ph->ca_pk, NULL, ph->now, NULL);
-    bool ok = e == PL_ENV_OK && opened.n_chunks == 0 &&
-              (opened.content_type == PL_PHONE_ENV_KNOCK || opened.content_type == PL_PHONE_ENV_KNOCK_ANSWER) &&
-              opened.sent_at + PL_PHONE_KNOCK_MAX_AGE >= ph->now && opened.sent_at <= ph->now + PL_PHONE_KNOCK_MAX_AGE &&
-              pl_phone_decode_knock(&ph->knock, opened.body, opened.body_len) &&
-              memcmp(opened.sender.sign_pk, ph->id.sign_pk, 32) != 0 &&
-              pl_env_seen_check(&ph->seen, opened.id, opened.sent_at, ph->now) == PL_ENV_OK;
+    pl_env_err e = pl_env_open(o, note.body, note.body_len, &me, ph->ca_pk, NULL, ph->now, NULL);
+    bool ok = e == PL_ENV_OK && o->n_chunks == 0 &&
+              (o->content_type == PL_PHONE_ENV_KNOCK || o->content_type == PL_PHONE_ENV_KNOCK_ANSWER) &&
+              o->sent_at + PL_PHONE_KNOCK_MAX_AGE >= ph->now && o->sent_at <= ph->now + PL_PHONE_KNOCK_MAX_AGE &&
+              pl_phone_decode_knock(&ph->knock, o->body, o->body_len) &&
+              memcmp(o->sender.sign_pk, ph->id.sign_pk, 32) != 0 &&
+              pl_env_seen_check(&ph->seen, o->id, o->sent_at, ph->now) == PL_ENV_OK;
     if (!ok) {
         ph->stats.knocks_refused++;
-        pl_env_opened_wipe(&opened);
+        pl_env_opened_wipe(o);
         return;
     }
-    pl_env_seen_add(&ph->seen, opened.id, opened.sent_at, ph->now);
-    bool is_knock = opened.content_type == PL_PHONE_ENV_KNOCK;
+    pl_env_seen_add(&ph->seen, o->id, o->sent_at, ph->now);
+    bool is_knock = o->content_type == PL_PHONE_ENV_KNOCK;
     if (is_knock) ph->stats.knocks_received++;
     else ph->stats.knock_answers_received++;
-    const uint8_t *pk = opened.sender.sign_pk;
+    const uint8_t *pk = o->sender.sign_pk;
     pcall *pc = by_pk(ph, pk, NULL);
     if (!pc) {
         if (!is_knock) goto done; /* an answer to a call we no longer have */
@@ -874,7 +875,7 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
         }
         memcpy(pc->pk, pk, 32);
         pc->have_pk = true;
-        snprintf(pc->name, sizeof pc->name, "%s", opened.sender.name);
+        snprintf(pc->name, sizeof pc->name, "%s", o->sender.name);
         pc->expires = ph->now + PL_PHONE_PREPARED_LIFE;
     } else if (pc->phase == PH_LINGER) {
         if (!is_knock) goto done;
@@ -889,11 +890,11 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
         }
         memcpy(pc->pk, pk, 32);
         pc->have_pk = true;
-        snprintf(pc->name, sizeof pc->name, "%s", opened.sender.name);
+        snprintf(pc->name, sizeof pc->name, "%s", o->sender.name);
         pc->expires = ph->now + PL_PHONE_PREPARED_LIFE;
     }
     if (!pc->have_cert) {
-        pc->cert = opened.sender;
+        pc->cert = o->sender;
         pc->have_cert = true;
     }
     memcpy(pc->via, ph->knock.supernode, 32);
@@ -910,7 +911,7 @@ static void on_note(pl_phone *ph, const uint8_t *msg, size_t len)
         if (!pc->session_up) send_offer(ph, pc);
     }
 done:
-    pl_env_opened_wipe(&opened);
+    pl_env_opened_wipe(o);
 }
 
 static void on_grant(pl_phone *ph, const uint8_t *msg, size_t len)
