@@ -31,6 +31,7 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
+# KEEP=1: stop the processes but keep the files (logs, recordings) for a look.
 [ -n "${KEEP:-}" ] && trap "for p in \${PIDS[@]}; do kill \$p; done" EXIT
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
 bad() { failed=$((failed + 1)); echo "FAIL $1"; shift; for l in "$@"; do echo "     $l"; done; }

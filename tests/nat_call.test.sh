@@ -43,6 +43,7 @@ num() { printf '%s' "$2" | grep -o "\"$1\":[-0-9.e]*" | head -1 | cut -d: -f2; }
 finish() {
     [ -n "$CA_PID" ] && kill "$CA_PID" 2>/dev/null && wait "$CA_PID" 2>/dev/null
     local prefix=${LAB_PREFIX:-}
+    # KEEP=1: a copy of the lab directory (logs, captures, recordings) stays in /tmp/nat_call.kept.
     [ -n "${KEEP:-}" ] && [ -n "${LAB_DIR:-}" ] && cp -r "$LAB_DIR" /tmp/nat_call.kept
     lab_down
     if [ -n "$prefix" ]; then
