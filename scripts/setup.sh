@@ -11,7 +11,7 @@ set -eu
 # tests/portmap.test.sh asks; tinyproxy, dante-server and microsocks are
 # the outgoing proxies tests/proxy.test.sh tunnels through.
 PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
-          stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev
+          stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev tcpdump tshark
           libminiupnpc-dev libnatpmp-dev miniupnpd-nftables tinyproxy dante-server microsocks)
 missing=()
 for p in "${PACKAGES[@]}"; do

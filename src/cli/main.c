@@ -72,6 +72,10 @@ enum {
     EXIT_REVOKED = 11,    /* `crl`: our own certificate is on the list */
     EXIT_NO_DAEMON = 12,  /* no daemon answers on the control socket */
     EXIT_NOT_FOUND = 13,  /* no such user in the directory */
+    EXIT_REJECTED = 14,   /* `call`: the callee declined (or refuses our calls) */
+    EXIT_BUSY = 15,       /* `call`: the callee is in another call */
+    EXIT_NO_ANSWER = 16,  /* `call`: nobody answered (or --timeout passed) */
+    EXIT_NETWORK = 17,    /* `call`: the network failed during the call */
 };
 
 /* ---- options ------------------------------------------------------------------ */
@@ -88,6 +92,9 @@ typedef struct opts {
     const char *count;     /* listen: stop after this many messages */
     const char *timeout;   /* ping: seconds to wait */
     const char *control;   /* the daemon's control socket */
+    const char *from;      /* call/answer: audio source: WAV, tone:HZ, silence, device[:NAME] */
+    const char *to;        /* call/answer: audio sink: WAV, null, device[:NAME] */
+    const char *duration;  /* call/answer: hang up this many seconds after the answer */
     const char *args[4];
     int nargs;
     bool json;
@@ -1178,6 +1185,220 @@ static int cmd_stop(void)
     return 0;
 }
 
+/* ---- calls ----------------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t call_interrupted;
+static void on_call_signal(int sig)
+{
+    (void)sig;
+    call_interrupted = 1;
+}
+
+/* Adds the audio options to a request. */
+static void add_audio(cJSON *req)
+{
+    if (g.from) cJSON_AddStringToObject(req, "from", g.from);
+    if (g.to) cJSON_AddStringToObject(req, "to", g.to);
+    if (g.duration) cJSON_AddNumberToObject(req, "duration", atof(g.duration));
+}
+
+/* The call with this id as the daemon reports it (NULL: gone, rc set). */
+static cJSON *call_info(uint32_t id, cJSON **reply, int *rc)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddNumberToObject(req, "id", id);
+    *reply = control_call("calls", req, rc);
+    if (!*reply) return NULL;
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(*reply, "calls");
+    return cJSON_GetArrayItem(arr, 0);
+}
+
+static int exit_for_end(const char *end)
+{
+    if (strcmp(end, "hangup") == 0) return EXIT_OK;
+    if (strcmp(end, "rejected") == 0) return EXIT_REJECTED;
+    if (strcmp(end, "busy") == 0) return EXIT_BUSY;
+    if (strcmp(end, "no_answer") == 0 || strcmp(end, "cancelled") == 0) return EXIT_NO_ANSWER;
+    if (strcmp(end, "unreachable") == 0) return EXIT_UNREACHABLE;
+    if (strcmp(end, "network_failure") == 0) return EXIT_NETWORK;
+    if (strcmp(end, "not_found") == 0) return EXIT_NOT_FOUND;
+    return EXIT_FAIL;
+}
+
+static void print_path(const cJSON *c)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(c, "path");
+    if (p) printf("path         %s over %s via %s\n", jstr(p, "kind"), jstr(p, "transport"), jstr(p, "via"));
+}
+
+/* Follows a call until it ends, telling people what happens; returns the
+ * exit code its end calls for. */
+static int follow_call(uint32_t id, bool outgoing)
+{
+    signal(SIGINT, on_call_signal);
+    signal(SIGTERM, on_call_signal);
+    char last_state[64] = "";
+    bool hung_up = false, rang = false, was_answered = false;
+    pl_time started = mono_now();
+    double timeout = g.timeout ? atof(g.timeout) : 0;
+    for (;;) {
+        int rc;
+        cJSON *reply;
+        cJSON *c = call_info(id, &reply, &rc);
+        if (!c) {
+            if (reply) cJSON_Delete(reply);
+            return rc ? rc : fail(EXIT_FAIL, "gone", "the daemon no longer knows call %u", id);
+        }
+        const char *state = jstr(c, "state");
+        bool answered = cJSON_GetObjectItemCaseSensitive(c, "answered_after_ms") != NULL;
+        if (strcmp(state, "ended") == 0) {
+            const cJSON *merged = cJSON_GetObjectItemCaseSensitive(c, "merged_into");
+            if (cJSON_IsNumber(merged)) {
+                /* We were calling each other: the other's call is the one. */
+                id = (uint32_t)merged->valuedouble;
+                cJSON_Delete(reply);
+                continue;
+            }
+            int code = exit_for_end(jstr(c, "end"));
+            if (g.json) {
+                print_json(c);
+            } else {
+                const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "stats");
+                if (answered)
+                    printf("call ended: %s (%s) after %.1f s; received %.0f packets, lost %.1f%%, concealed %.1f%%\n",
+                           jstr(c, "reason"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ended_here")) ? "here" : "by the other side",
+                           jnum(c, "duration_s"), jnum(st, "packets_received"), 100 * jnum(st, "loss_rx"),
+                           100 * jnum(st, "concealed_fraction"));
+                else
+                    printf("call ended: %s\n", jstr(c, "reason"));
+            }
+            fflush(stdout);
+            cJSON_Delete(reply);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGTERM, SIG_DFL);
+            return code;
+        }
+        /* The callee's phone rang (or answered at once): said once, even if
+         * the answer came before we looked. */
+        if (!g.json && !rang && outgoing && cJSON_GetObjectItemCaseSensitive(c, "dial_to_ringing_ms")) {
+            rang = true;
+            printf("ringing %s (%.0f ms after dialing)\n", jstr(c, "peer"), jnum(c, "dial_to_ringing_ms"));
+        }
+        if (!g.json && strcmp(state, last_state) != 0) {
+            if (strcmp(state, "active") == 0 && !was_answered) {
+                was_answered = true;
+                if (outgoing) printf("answered by %s after %.0f ms\n", jstr(c, "peer"), jnum(c, "answered_after_ms"));
+                else printf("connected with %s\n", jstr(c, "peer"));
+                printf("safety number %s\n", jstr(c, "safety_number"));
+                print_path(c);
+            } else if (strcmp(state, "active") == 0) printf("resumed\n");
+            else if (strcmp(state, "on hold") == 0) printf("on hold\n");
+            else if (strcmp(state, "calling") == 0 && outgoing) printf("calling %s\n", jstr(c, "peer"));
+            fflush(stdout);
+            snprintf(last_state, sizeof last_state, "%s", state);
+        }
+        cJSON_Delete(reply);
+        bool too_long = timeout > 0 && !answered && (double)(mono_now() - started) / PL_SEC > timeout;
+        if ((call_interrupted || too_long) && !hung_up) {
+            hung_up = true;
+            cJSON *req = cJSON_CreateObject();
+            cJSON_AddNumberToObject(req, "id", id);
+            cJSON *r = control_call("hangup", req, &rc);
+            if (r) cJSON_Delete(r);
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int cmd_call(void)
+{
+    if (g.nargs != 1)
+        return fail(EXIT_USAGE, "usage",
+                    "usage: parley call NAME [--from WAV|--tone HZ|--silence|--device] [--to WAV|--null|--device] "
+                    "[--duration S] [--timeout S]");
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "name", g.args[0]);
+    add_audio(req);
+    int rc;
+    cJSON *r = control_call("call", req, &rc);
+    if (!r) return rc;
+    uint32_t id = (uint32_t)jnum(r, "id");
+    cJSON_Delete(r);
+    if (!g.json) {
+        printf("calling %s (call %u)\n", g.args[0], id);
+        fflush(stdout);
+    }
+    return follow_call(id, true);
+}
+
+static int cmd_answer(void)
+{
+    cJSON *req = cJSON_CreateObject();
+    if (g.nargs >= 1) cJSON_AddNumberToObject(req, "id", atoi(g.args[0]));
+    add_audio(req);
+    int rc;
+    cJSON *r = control_call("answer", req, &rc);
+    if (!r) return rc;
+    uint32_t id = (uint32_t)jnum(r, "id");
+    cJSON_Delete(r);
+    if (!g.json) printf("answered call %u\n", id);
+    fflush(stdout);
+    return EXIT_OK;
+}
+
+/* reject, hangup, hold, resume, mute, unmute [ID] */
+static int call_action(const char *cmd, const char *done)
+{
+    cJSON *req = cJSON_CreateObject();
+    if (g.nargs >= 1) cJSON_AddNumberToObject(req, "id", atoi(g.args[0]));
+    int rc;
+    cJSON *r = control_call(cmd, req, &rc);
+    if (!r) return rc;
+    if (g.json) print_json(r);
+    else printf("call %.0f %s\n", jnum(r, "id"), done);
+    cJSON_Delete(r);
+    return EXIT_OK;
+}
+static int cmd_reject(void) { return call_action("reject", "rejected"); }
+static int cmd_hangup(void) { return call_action("hangup", "hung up"); }
+static int cmd_hold(void) { return call_action("hold", "on hold"); }
+static int cmd_resume(void) { return call_action("resume", "resumed"); }
+static int cmd_mute(void) { return call_action("mute", "muted"); }
+static int cmd_unmute(void) { return call_action("unmute", "unmuted"); }
+
+static int cmd_calls(void)
+{
+    int rc;
+    cJSON *r = control_call("calls", NULL, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+        cJSON_Delete(r);
+        return 0;
+    }
+    const cJSON *c;
+    int n = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(r, "calls")) {
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "stats");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(c, "path");
+        printf("call %.0f  %s %s  %s%s%s%s\n", jnum(c, "id"), strcmp(jstr(c, "direction"), "outgoing") ? "from" : "to",
+               jstr(c, "peer"), jstr(c, "state"), *jstr(c, "reason") ? ": " : "", jstr(c, "reason"),
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "muted")) ? " (muted)" : "");
+        if (p) printf("  path      %s, %s, via %s\n", jstr(p, "kind"), jstr(p, "transport"), jstr(p, "via"));
+        if (cJSON_GetObjectItemCaseSensitive(st, "rtt_ms")) printf("  rtt       %.1f ms\n", jnum(st, "rtt_ms"));
+        printf("  loss      %.1f%% in, %.1f%% out\n", 100 * jnum(st, "loss_rx"), 100 * jnum(st, "loss_tx"));
+        printf("  jitter    %.1f ms in, %.1f ms out\n", jnum(st, "jitter_rx_ms"), jnum(st, "jitter_tx_ms"));
+        printf("  bitrate   %.1f kbit/s\n", jnum(st, "bitrate") / 1000);
+        printf("  concealed %.0f ms (%.1f%%)\n", jnum(st, "concealed_ms"), 100 * jnum(st, "concealed_fraction"));
+        if (*jstr(c, "safety_number")) printf("  safety    %s\n", jstr(c, "safety_number"));
+        n++;
+    }
+    if (n == 0) printf("no calls\n");
+    cJSON_Delete(r);
+    return 0;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(void);
@@ -1200,6 +1421,16 @@ static const command COMMANDS[] = {
     {"lookup", cmd_lookup, "lookup NAME                               find a user in the directory (verified record)"},
     {"contacts", cmd_contacts, "contacts [list | add NAME | remove NAME]  contacts and their presence"},
     {"presence", cmd_presence, "presence online|away [TEXT]               set your presence and status text"},
+    {"call", cmd_call, "call NAME [--from WAV|--tone HZ|--silence|--device] [--to WAV|--null|--device]\n"
+                       "       [--duration S] [--timeout S]            call a user by name; waits for the end"},
+    {"answer", cmd_answer, "answer [ID] [--from ...] [--to ...]       answer the ringing call"},
+    {"reject", cmd_reject, "reject [ID]                               decline the ringing call"},
+    {"hangup", cmd_hangup, "hangup [ID]                               end the call"},
+    {"hold", cmd_hold, "hold [ID] | resume [ID]                   put the call on hold, take it off"},
+    {"resume", cmd_resume, NULL},
+    {"mute", cmd_mute, "mute [ID] | unmute [ID]                   stop sending our voice, or send it again"},
+    {"unmute", cmd_unmute, NULL},
+    {"calls", cmd_calls, "calls                                     calls and their live statistics"},
     {"stop", cmd_stop, "stop                                      stop the daemon"},
     {"help", cmd_help, "help                                      this text"},
 };
@@ -1207,13 +1438,15 @@ static const command COMMANDS[] = {
 static int cmd_help(void)
 {
     printf("usage: %s [--home DIR] [--json] COMMAND [options]\n\n", PROG);
-    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) printf("  %s\n", COMMANDS[i].usage);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (COMMANDS[i].usage) printf("  %s\n", COMMANDS[i].usage);
     printf("\noptions: --home DIR (default $PARLEY_HOME or ~/.parley), --json, --passphrase-file F\n"
            "         (or PARLEY_PASSPHRASE), --transport auto|udp|tcp, --ca ADDR:PORT, --ca-key HEX, --force\n"
            "exit codes: 0 ok, 1 other, 2 usage, 3 bad name, 4 name taken, 5 authority unreachable,\n"
            "            6 passphrase, 7 refused by the authority, 8 rate limited, 9 authority does not\n"
            "            verify, 10 local files, 11 own certificate revoked, 12 no daemon running,\n"
-           "            13 no such user\n"
+           "            13 no such user; calls: 5 unreachable, 14 rejected, 15 busy, 16 no answer,\n"
+           "            17 network failure\n"
            "the daemon: parleyd --home DIR [--role node|supernode] (see README.md); --control PATH\n");
     return 0;
 }
@@ -1240,6 +1473,21 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--count") == 0) slot = &g.count;
         else if (strcmp(a, "--timeout") == 0) slot = &g.timeout;
         else if (strcmp(a, "--control") == 0) slot = &g.control;
+        else if (strcmp(a, "--from") == 0) slot = &g.from;
+        else if (strcmp(a, "--to") == 0) slot = &g.to;
+        else if (strcmp(a, "--duration") == 0) slot = &g.duration;
+        else if (strcmp(a, "--tone") == 0) {
+            if (i + 1 >= argc) return fail(EXIT_USAGE, "usage", "--tone needs a frequency in Hz");
+            static char tone[64];
+            snprintf(tone, sizeof tone, "tone:%s", argv[++i]);
+            g.from = tone;
+        } else if (strcmp(a, "--silence") == 0) g.from = "silence";
+        else if (strcmp(a, "--null") == 0) g.to = "null";
+        else if (strcmp(a, "--device") == 0) {
+            /* The sound card both ways (a --from or --to given too wins). */
+            if (!g.from) g.from = "device";
+            if (!g.to) g.to = "device";
+        }
         else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
         else if (!g.cmd) g.cmd = a;
         else if (g.nargs < 4) g.args[g.nargs++] = a;

@@ -573,6 +573,16 @@ static void incoming(pl_call *c, const uint8_t pk[32], const pl_cert *cert, cons
         return;
     }
     slot *mine = live_with(c, pk);
+    if (mine && (mine->state == PL_CALL_ACTIVE || mine->state == PL_CALL_HELD) &&
+        now - mine->last_heard >= PL_CALL_LOST_AFTER) {
+        /* A new invite from the peer we were talking to, which has gone
+         * quiet on our call: it lost that call (it restarted) and would not
+         * invite us otherwise. That call is over; this one is new. (A peer
+         * still heard on the call is not: a late copy of a glare invite
+         * then meets BUSY, as before.) */
+        end_call(c, mine, PL_CALL_END_NETWORK_FAILURE, false, 0, 0, now);
+        mine = NULL;
+    }
     if (mine) {
         if (unanswered_caller(mine)) {
             /* Both invited each other: the invite from the lower key wins,

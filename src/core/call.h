@@ -202,6 +202,10 @@ typedef struct pl_call_io {
 #define PL_CALL_SILENCE_DEFAULT (10 * PL_SEC)
 #define PL_CALL_PROBE_AFTER (2 * PL_SEC)
 #define PL_CALL_PROBE_EVERY (500 * PL_MSEC)
+/* An answered call whose peer has been silent this long ends (network
+ * failure) when the same peer invites us again: it lost the call (it
+ * restarted). Media and keepalives keep a live peer well inside this. */
+#define PL_CALL_LOST_AFTER PL_SEC
 /* An ended call is remembered this long, to answer late copies of its
  * messages (longer than a peer's whole retransmission schedule). */
 #define PL_CALL_LINGER (24 * PL_SEC)

@@ -1115,6 +1115,14 @@ void pl_dir_member_down(pl_dir *d, const uint8_t pk[32], pl_time now)
 
 size_t pl_dir_member_count(const pl_dir *d) { return d->n_alive; }
 
+bool pl_dir_is_member(const pl_dir *d, const uint8_t pk[32], pl_addr *addr)
+{
+    pl_addr a;
+    if (!member_addr(d, pk, &a)) return false;
+    if (addr) *addr = a;
+    return true;
+}
+
 size_t pl_dir_standby_for(const pl_dir *d, const uint8_t client_pk[32], pl_ovl_peer *out, size_t n)
 {
     uint8_t reps[MAX_R][32];

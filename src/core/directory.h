@@ -96,6 +96,9 @@ void pl_dir_set_crl(pl_dir *dir, const pl_crl *crl);
 void pl_dir_member_up(pl_dir *dir, const uint8_t pk[32], const pl_addr *addr, pl_time now);
 void pl_dir_member_down(pl_dir *dir, const uint8_t pk[32], pl_time now);
 size_t pl_dir_member_count(const pl_dir *dir);
+/* True when pk is a live member (a supernode this one knows); *addr (may be
+ * NULL) gets its address. */
+bool pl_dir_is_member(const pl_dir *dir, const uint8_t pk[32], pl_addr *addr);
 /* Up to n supernodes other than this one, with their addresses, that a
  * client may fall back on: the ring's choice for the client's key, so that
  * standbys spread evenly over the supernodes. */

@@ -21,6 +21,7 @@ struct pl_stack {
     pl_link *link; /* NULL with an external transport */
     pl_node *node;
     pl_super *super;
+    pl_phone *phone; /* a node's telephone, or NULL */
 };
 
 /* ---- the cores' outputs ------------------------------------------------------------ */
@@ -53,8 +54,9 @@ static void node_event(void *ctx, const pl_node_event *ev)
     pl_stack *st = ctx;
     if (ev->type == PL_NODE_EV_PROMOTE && !st->super && ev->promote)
         pl_stack_promote(st, ev->promote->seeds, ev->promote->n, ev->now);
+    if (st->phone) pl_phone_node_event(st->phone, ev);
     if (!st->io.event) return;
-    pl_stack_event e = {PL_STACK_EV_NODE, ev, NULL, NULL};
+    pl_stack_event e = {PL_STACK_EV_NODE, ev, NULL, NULL, NULL};
     st->io.event(st->io.ctx, &e);
 }
 
@@ -62,8 +64,22 @@ static void super_event(void *ctx, const pl_super_event *ev)
 {
     pl_stack *st = ctx;
     if (!st->io.event) return;
-    pl_stack_event e = {PL_STACK_EV_SUPER, NULL, ev, NULL};
+    pl_stack_event e = {PL_STACK_EV_SUPER, NULL, ev, NULL, NULL};
     st->io.event(st->io.ctx, &e);
+}
+
+static void phone_event(void *ctx, const pl_phone_event *ev)
+{
+    pl_stack *st = ctx;
+    if (!st->io.event) return;
+    pl_stack_event e = {PL_STACK_EV_PHONE, NULL, NULL, NULL, ev};
+    st->io.event(st->io.ctx, &e);
+}
+
+static void phone_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
+{
+    pl_stack *st = ctx;
+    if (st->io.send_datagram) st->io.send_datagram(st->io.ctx, to, data, len);
 }
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -72,6 +88,7 @@ static void dispatch(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, co
                      const uint8_t *msg, size_t len, pl_time now)
 {
     if (st->super && pl_super_message(st->super, pk, cert, from, msg, len, now)) return;
+    if (st->phone && pl_phone_message(st->phone, pk, cert, from, msg, len, now)) return;
     if (st->node && pl_node_message(st->node, pk, from, msg, len, now)) return;
     /* Unknown types are ignored: a newer peer may speak more than we do. */
 }
@@ -86,9 +103,10 @@ static void link_event(void *ctx, const pl_link_event *ev)
 {
     pl_stack *st = ctx;
     if (st->io.event) {
-        pl_stack_event e = {PL_STACK_EV_LINK, NULL, NULL, ev};
+        pl_stack_event e = {PL_STACK_EV_LINK, NULL, NULL, ev, NULL};
         st->io.event(st->io.ctx, &e);
     }
+    if (st->phone) pl_phone_link_event(st->phone, ev);
     /* A session a core closed itself is no news to the cores. */
     if (ev->type == PL_LINK_EV_DOWN && ev->why != PL_LINK_DOWN_CLOSED) pl_stack_peer_down(st, ev->peer_pk, ev->now);
 }
@@ -96,6 +114,9 @@ static void link_event(void *ctx, const pl_link_event *ev)
 static void link_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
 {
     pl_stack *st = ctx;
+    /* The session with a call's peer sends to its path manager's virtual
+     * addresses (path.h); the phone takes those. */
+    if (st->phone && pl_phone_route(st->phone, to, data, len)) return;
     if (st->io.send_datagram) st->io.send_datagram(st->io.ctx, to, data, len);
 }
 
@@ -105,7 +126,32 @@ void pl_stack_receive(pl_stack *st, const pl_addr *from, const uint8_t *data, si
         if (st->node) pl_node_probe(st->node, data, len, now);
         return;
     }
+    /* Relay framing (docs/paths.md, section 2): a supernode's relay
+     * forwards it, a node's phone unwraps it for a call. */
+    if (pl_relay_is_framed(data, len)) {
+        /* A promoted node is both: what its relay does not forward may be
+         * for its own calls. */
+        if (st->super) {
+            uint8_t pkt[PL_RELAY_MAX_PACKET];
+            pl_addr to;
+            if (len > sizeof pkt) return;
+            memcpy(pkt, data, len);
+            size_t n = len;
+            if (pl_callsvc_datagram(pl_super_calls(st->super), from, pkt, &n, now, &to)) {
+                if (st->io.send_datagram) st->io.send_datagram(st->io.ctx, &to, pkt, n);
+                return;
+            }
+        }
+        if (st->phone) {
+            pl_phone_set_time(st->phone, now);
+            pl_phone_datagram(st->phone, from, data, len, now);
+            pl_phone_repin(st->phone);
+        }
+        return;
+    }
+    if (st->phone) pl_phone_set_time(st->phone, now);
     if (st->link) pl_link_receive(st->link, from, data, len, now);
+    if (st->phone) pl_phone_repin(st->phone);
 }
 
 void pl_stack_deliver(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
@@ -142,7 +188,7 @@ static void maybe_demote(pl_stack *st, pl_time now)
         st->promoted = false;
         st->leaving_until = 0;
         if (st->io.event) {
-            pl_stack_event e = {PL_STACK_EV_DEMOTED, NULL, NULL, NULL};
+            pl_stack_event e = {PL_STACK_EV_DEMOTED, NULL, NULL, NULL, NULL};
             st->io.event(st->io.ctx, &e);
         }
         return;
@@ -162,10 +208,13 @@ static void maybe_demote(pl_stack *st, pl_time now)
 
 void pl_stack_tick(pl_stack *st, pl_time now)
 {
+    if (st->phone) pl_phone_set_time(st->phone, now);
     if (st->link) pl_link_tick(st->link, now);
+    if (st->phone) pl_phone_repin(st->phone);
     if (st->node) pl_node_tick(st->node, now);
     if (st->super) pl_super_tick(st->super, now);
     maybe_demote(st, now);
+    if (st->phone) pl_phone_tick(st->phone, now);
 }
 
 pl_time pl_stack_next_timeout(const pl_stack *st)
@@ -178,6 +227,7 @@ pl_time pl_stack_next_timeout(const pl_stack *st)
         x = st->leaving_until ? st->leaving_until : st->idle_since + PL_STACK_DEMOTE_IDLE;
         if (x < t) t = x;
     }
+    if (st->phone && (x = pl_phone_next_timeout(st->phone)) < t) t = x;
     return t;
 }
 
@@ -201,7 +251,7 @@ pl_stack_err pl_stack_promote(pl_stack *st, const pl_ovl_peer *seeds, size_t n, 
     for (size_t i = 0; i < n; i++) pl_super_add_known(st->super, seeds[i].pk, &seeds[i].addr, now);
     pl_super_join(st->super, now);
     if (st->io.event) {
-        pl_stack_event e = {PL_STACK_EV_PROMOTED, NULL, NULL, NULL};
+        pl_stack_event e = {PL_STACK_EV_PROMOTED, NULL, NULL, NULL, NULL};
         st->io.event(st->io.ctx, &e);
     }
     return PL_STACK_OK;
@@ -291,6 +341,12 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                                       .mem = mem,
                                       .max_clients = cfg->max_clients,
                                       .keepalive_s = cfg->keepalive_s};
+    /* The relay takes packets on the supernode's own socket, and on its
+     * TCP listener (same address) unless there is none. */
+    if (!cfg->no_tcp) {
+        st->super_cfg.relay_tcp = cfg->self_addr;
+        st->super_cfg.relay_tcp.transport = PL_ADDR_TCP;
+    }
     memcpy(st->super_cfg.ca_pk, cfg->ca_pk, 32);
     if (!err && cfg->role == PL_ROLE_SUPERNODE) err = make_super(st);
     if (!err && cfg->role == PL_ROLE_SUPERNODE && cfg->n_bootstrap) {
@@ -298,6 +354,21 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
         if (!st->seeds) err = PL_STACK_ERR_NOMEM;
         else memcpy(st->seeds, cfg->bootstrap, cfg->n_bootstrap * sizeof *st->seeds);
         st->n_seeds = cfg->n_bootstrap;
+    }
+    if (!err && cfg->role == PL_ROLE_NODE && cfg->phone && st->link) {
+        pl_phone_config pc = *cfg->phone;
+        pc.identity = cfg->identity;
+        pc.cert = cfg->cert;
+        pc.cert_len = cfg->cert_len;
+        memcpy(pc.ca_pk, cfg->ca_pk, 32);
+        pc.rng = cfg->rng;
+        pc.mem = mem;
+        pc.host_addr = cfg->self_addr;
+        pc.privacy = pc.privacy || (cfg->attach.flags & PL_OVL_ATTACH_F_PRIVATE) != 0;
+        pc.tcp_only = pc.tcp_only || cfg->no_udp;
+        pl_phone_io pio = {st, phone_send, phone_event};
+        pl_phone_err pe = pl_phone_new(&st->phone, &pc, &pio, st->link, st->node);
+        if (pe) err = pe == PL_PHONE_ERR_NOMEM ? PL_STACK_ERR_NOMEM : PL_STACK_ERR_CONFIG;
     }
     if (err) {
         pl_stack_free(st);
@@ -311,6 +382,7 @@ void pl_stack_free(pl_stack *st)
 {
     if (!st) return;
     const pl_mem *mem = st->mem;
+    pl_phone_free(st->phone);
     pl_node_free(st->node);
     pl_super_free(st->super);
     pl_link_free(st->link);
@@ -341,6 +413,7 @@ pl_role pl_stack_role(const pl_stack *st) { return st->role; }
 pl_node *pl_stack_node(pl_stack *st) { return st->node; }
 pl_super *pl_stack_super(pl_stack *st) { return st->super; }
 pl_link *pl_stack_link(pl_stack *st) { return st->link; }
+pl_phone *pl_stack_phone(pl_stack *st) { return st->phone; }
 
 const char *pl_stack_strerror(pl_stack_err err)
 {

@@ -20,6 +20,7 @@
 #include "link.h"
 #include "node.h"
 #include "parley.h"
+#include "phone.h"
 #include "supernode.h"
 
 typedef struct pl_stack pl_stack;
@@ -32,6 +33,7 @@ typedef enum pl_stack_event_type {
     PL_STACK_EV_LINK,     /* ev->link is set */
     PL_STACK_EV_PROMOTED, /* this node became a supernode too (the driver opens what a supernode needs) */
     PL_STACK_EV_DEMOTED,  /* it is a node only again */
+    PL_STACK_EV_PHONE,    /* ev->phone is set */
 } pl_stack_event_type;
 
 /* Whether a node may become a supernode when asked (operators choose). */
@@ -45,6 +47,7 @@ typedef struct pl_stack_event {
     const pl_node_event *node;
     const pl_super_event *super;
     const pl_link_event *link;
+    const pl_phone_event *phone;
 } pl_stack_event;
 
 typedef struct pl_stack_io {
@@ -75,6 +78,11 @@ typedef struct pl_stack_config {
     size_t n_bootstrap;
     bool no_tcp, no_udp;
     pl_ovl_attach attach;
+    /* The node's telephone (phone.h), secure link mode only; NULL: none.
+     * The stack fills identity, certificate, CA, RNG, memory, host address,
+     * privacy (attach flags) and TCP-only (no_udp); the rest is the
+     * driver's. */
+    const pl_phone_config *phone;
     /* supernode role */
     uint32_t max_clients;
     uint16_t keepalive_s;
@@ -123,6 +131,7 @@ pl_stack_err pl_stack_promote(pl_stack *st, const pl_ovl_peer *seeds, size_t n, 
 pl_node *pl_stack_node(pl_stack *st);   /* NULL for a supernode */
 pl_super *pl_stack_super(pl_stack *st); /* NULL for a node (not promoted) */
 pl_link *pl_stack_link(pl_stack *st);   /* NULL with an external transport */
+pl_phone *pl_stack_phone(pl_stack *st); /* NULL without a phone */
 const char *pl_stack_strerror(pl_stack_err err);
 
 #endif

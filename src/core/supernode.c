@@ -69,6 +69,7 @@ struct pl_super {
     pl_mbox *mbox;       /* NULL: no mailbox */
     pl_members *members; /* NULL: membership given by the driver */
     pl_time now;         /* of the input being handled: membership's sends carry no time */
+    pl_callsvc *calls;   /* relay and rendezvous (callsvc.h) */
     pl_super_stats stats;
 };
 
@@ -406,6 +407,7 @@ bool pl_super_message(pl_super *s, const uint8_t pk[32], const pl_cert *cert, co
          * a supernode (they check it is one). */
         const client *c = find(s, pk);
         bool attached = c && c->state == CLIENT_ATTACHED;
+        if (pl_callsvc_claims(msg[0])) return pl_callsvc_message(s->calls, pk, attached, msg, len, now);
         if (msg[0] >= 0x70 && msg[0] <= 0x7f) {
             if (!s->mbox) return false;
             return attached ? pl_mbox_client_message(s->mbox, pk, cert, from, msg, len, now)
@@ -442,6 +444,7 @@ void pl_super_tick(pl_super *s, pl_time now)
     if (s->members) pl_members_tick(s->members, now);
     pl_dir_tick(s->dir, now);
     if (s->mbox) pl_mbox_tick(s->mbox, now);
+    pl_callsvc_tick(s->calls, now);
     if (now < s->next_sweep) return;
     s->next_sweep = now + SWEEP_INTERVAL;
     if (s->high == 0) return;
@@ -465,6 +468,7 @@ pl_time pl_super_next_timeout(const pl_super *s)
     if (d < t) t = d;
     if (s->mbox && (d = pl_mbox_next_timeout(s->mbox)) < t) t = d;
     if (s->members && (d = pl_members_next_timeout(s->members)) < t) t = d;
+    if ((d = pl_callsvc_next_timeout(s->calls)) < t) t = d;
     return t;
 }
 
@@ -570,6 +574,14 @@ void pl_super_set_crl(pl_super *s, const pl_crl *crl)
 
 pl_dir *pl_super_directory(pl_super *s) { return s->dir; }
 pl_mbox *pl_super_mailbox(pl_super *s) { return s->mbox; }
+pl_callsvc *pl_super_calls(pl_super *s) { return s->calls; }
+
+static bool calls_attached(void *ctx, const uint8_t pk[32]) { return pl_super_client(ctx, pk, NULL); }
+static bool calls_member(void *ctx, const uint8_t pk[32], pl_addr *addr)
+{
+    pl_super *s = ctx;
+    return pl_dir_is_member(s->dir, pk, addr);
+}
 
 static bool dir_send(void *ctx, const uint8_t pk[32], const pl_addr *addr, const uint8_t *msg, size_t len,
                      pl_time now)
@@ -689,6 +701,17 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
         }
         pl_mbox_member_up(s->mbox, s->id.sign_pk, &cfg->self_addr, 0);
     }
+    pl_callsvc_config cc = {.rng = cfg->rng, .mem = mem, .no_relay = cfg->no_relay};
+    memcpy(cc.self_pk, s->id.sign_pk, 32);
+    cc.relay.udp_addr = cfg->relay_udp.family ? cfg->relay_udp : cfg->self_addr;
+    cc.relay.udp_addr.transport = PL_ADDR_UDP;
+    cc.relay.tcp_addr = cfg->relay_tcp;
+    if (cc.relay.tcp_addr.family) cc.relay.tcp_addr.transport = PL_ADDR_TCP;
+    pl_callsvc_io cio = {s, dir_send, calls_attached, calls_member};
+    if (pl_callsvc_new(&s->calls, &cc, &cio) != PL_CALLSVC_OK) {
+        pl_super_free(s);
+        return PL_SUPER_ERR_NOMEM;
+    }
     *out = s;
     return PL_SUPER_OK;
 }
@@ -703,6 +726,7 @@ void pl_super_free(pl_super *s)
     pl_dir_free(s->dir);
     pl_mbox_free(s->mbox);
     pl_members_free(s->members);
+    pl_callsvc_free(s->calls);
     sodium_memzero(s, sizeof *s);
     mem->free(mem->ctx, s);
 }

@@ -14,6 +14,7 @@
 #ifndef PL_SUPERNODE_H
 #define PL_SUPERNODE_H
 
+#include "callsvc.h"
 #include "directory.h"
 #include "mailbox.h"
 #include "members.h"
@@ -91,6 +92,11 @@ typedef struct pl_super_config {
     const pl_mem *mem;           /* NULL: the C heap */
     uint32_t max_clients;        /* 0: PL_SUPER_DEFAULT_MAX_CLIENTS */
     uint16_t keepalive_s;        /* 0: PL_SUPER_DEFAULT_KEEPALIVE_S */
+    /* Calls of others (callsvc.h): the relay's addresses as grants name
+     * them (udp: family PL_AF_NONE for self_addr; tcp: PL_AF_NONE for no
+     * TCP listener), or no relaying at all. */
+    pl_addr relay_udp, relay_tcp;
+    bool no_relay;
 } pl_super_config;
 
 typedef struct pl_super_stats {
@@ -161,6 +167,8 @@ void pl_super_set_crl(pl_super *s, const pl_crl *crl);
  * when configured without). */
 pl_dir *pl_super_directory(pl_super *s);
 pl_mbox *pl_super_mailbox(pl_super *s);
+/* The media relay and the rendezvous for first contact (callsvc.h). */
+pl_callsvc *pl_super_calls(pl_super *s);
 
 /* The bandwidth the driver measures (kbit/s); above max_kbps the
  * supernode counts as full. */

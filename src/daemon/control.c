@@ -108,6 +108,7 @@ static cJSON *cmd_status(parleyd *d)
             cJSON_AddItemToArray(sb, o);
         }
         pd_people_status(d, r);
+        pd_phone_status(d, r);
         cJSON_AddNumberToObject(r, "attaches", st.attaches);
         cJSON_AddNumberToObject(r, "losses", st.losses);
         if (st.state == PL_NODE_WAITING)
@@ -195,6 +196,15 @@ static const control_command CONTROL_COMMANDS[] = {
     {"lookup", true, pd_cmd_lookup},
     {"contacts", true, pd_cmd_contacts},
     {"presence", true, pd_cmd_presence},
+    {"call", true, pd_cmd_call},
+    {"answer", true, pd_cmd_answer},
+    {"reject", true, pd_cmd_call_action},
+    {"hangup", true, pd_cmd_call_action},
+    {"hold", true, pd_cmd_call_action},
+    {"resume", true, pd_cmd_call_action},
+    {"mute", true, pd_cmd_call_action},
+    {"unmute", true, pd_cmd_call_action},
+    {"calls", true, pd_cmd_calls},
 };
 
 static void control_line(parleyd *d, control_client *c, const char *line)

@@ -11,6 +11,7 @@
 #define PL_DAEMON_H
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 
 #include "contacts.h"
 #include "home.h"
@@ -26,6 +27,17 @@
 #define MAX_CONTROL_CLIENTS 16
 #define CONTROL_LINE_MAX 4096
 #define HOSTS_SAVE_INTERVAL (10 * PL_SEC)
+
+/* Calls (phone.c). */
+typedef struct pd_phone_options {
+    bool auto_answer;
+    bool privacy;            /* --private: location privacy, calls relayed */
+    bool block_changed_keys;
+    const char *answer_from; /* audio for answered calls: WAV, tone:HZ, silence, device[:NAME] */
+    const char *answer_to;   /* WAV, null, device[:NAME] */
+    const char *media_trace; /* every voice payload sent, in hex (tests) */
+    const char *ring_timeout;
+} pd_phone_options;
 
 typedef struct options {
     const char *home;
@@ -44,6 +56,7 @@ typedef struct options {
     uint32_t max_clients;
     uint16_t keepalive_s;
     bool no_udp, no_tcp, quiet;
+    pd_phone_options phone;
 } options;
 
 /* A TCP stream the daemon holds, named by its peer's address marked TCP. */
@@ -106,6 +119,14 @@ typedef struct parleyd {
     size_t n_presence, cap_presence;
     struct pd_pending *pending;   /* control requests waiting on the network */
     size_t n_pending, cap_pending;
+    /* phone.c */
+    pl_phone_config phone_cfg;
+    struct pd_call *calls;
+    size_t n_calls;
+    pl_timer audio_timer;
+    pl_time audio_next;
+    bool audio_running;
+    FILE *media_trace;
 } parleyd;
 
 
@@ -138,5 +159,21 @@ cJSON *pd_cmd_presence(parleyd *d, int fd, const cJSON *req);
 void pd_people_client_gone(parleyd *d, int fd);
 /* What status shows about our own presence. */
 void pd_people_status(parleyd *d, cJSON *status);
+
+/* ---- phone.c ---- */
+/* A daemon option of the phone's at argv[*i]: 1 taken (and *i moved past
+ * its value), 0 not the phone's, -1 bad (the message is printed). */
+int pd_phone_option(pd_phone_options *o, int argc, char **argv, int *i);
+/* Before the stack is made: the phone's configuration (a node only). */
+void pd_phone_configure(parleyd *d, pl_stack_config *cfg);
+int pd_phone_open(parleyd *d);
+/* Hangs up every call and closes their audio. */
+void pd_phone_close(parleyd *d);
+void pd_on_phone(parleyd *d, const pl_phone_event *ev);
+cJSON *pd_cmd_call(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_answer(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_call_action(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_calls(parleyd *d, int fd, const cJSON *req);
+void pd_phone_status(parleyd *d, cJSON *status);
 
 #endif

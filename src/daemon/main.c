@@ -478,6 +478,8 @@ static void on_event(void *ctx, const pl_stack_event *ev)
         case PL_NODE_EV_MAIL: pd_on_mail(d, e->mail); break;
         case PL_NODE_EV_PROMOTE: pd_log(d, "our supernode asks us to become a supernode too"); break;
         }
+    } else if (ev->type == PL_STACK_EV_PHONE) {
+        pd_on_phone(d, ev->phone);
     } else if (ev->type == PL_STACK_EV_SUPER) {
         const pl_super_event *e = ev->super;
         hex8(e->client_pk, hex);
@@ -552,13 +554,17 @@ static int usage(void)
             "          [--max-clients N] [--keepalive S] [--no-udp] [--no-tcp]\n"
             "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n"
             "          [--supernode never|auto|always] [--bandwidth KBPS] [--max-bandwidth KBPS]\n"
-            "          [--candidate-min-uptime S] [--candidate-min-kbps K] [--candidate-min-memory MB]\n",
+            "          [--candidate-min-uptime S] [--candidate-min-kbps K] [--candidate-min-memory MB]\n"
+            "          calls: [--auto-answer] [--answer-from WAV|tone:HZ|silence|device[:NAME]]\n"
+            "          [--answer-to WAV|null|device[:NAME]] [--private] [--ring-timeout S]\n"
+            "          [--block-changed-keys] [--media-trace FILE]\n",
             PROG);
     return 2;
 }
 
 static int parse_options(options *o, int argc, char **argv)
 {
+    int rc;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **slot = NULL;
@@ -580,7 +586,9 @@ static int parse_options(options *o, int argc, char **argv)
                  strcmp(a, "--candidate-min-kbps") == 0 || strcmp(a, "--candidate-min-memory") == 0 ||
                  strcmp(a, "--max-bandwidth") == 0)
             slot = &value;
-        else {
+        else if ((rc = pd_phone_option(&o->phone, argc, argv, &i)) != 0) {
+            if (rc < 0) return 2;
+        } else {
             fprintf(stderr, "%s: unknown option '%s'\n", PROG, a);
             return usage();
         }
@@ -719,6 +727,7 @@ int main(int argc, char **argv)
                             * bootstrap list as seeds. */
                            .membership = d.role == PL_ROLE_SUPERNODE};
     memcpy(cfg.ca_pk, d.ca_pk, 32);
+    pd_phone_configure(&d, &cfg);
     pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event};
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));
@@ -738,6 +747,7 @@ int main(int argc, char **argv)
     load_hosts(&d);
     if ((rc = pd_control_open(&d))) return rc;
     if (d.role == PL_ROLE_NODE && (rc = pd_people_open(&d))) return rc;
+    if (d.role == PL_ROLE_NODE && (rc = pd_phone_open(&d))) return rc;
     if (pipe2(d.signal_pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         pl_loop_watch_fd(d.loop, d.signal_pipe[0], PL_FD_READ, on_stop_signal, NULL);
         signal_fd = d.signal_pipe[1];
@@ -759,6 +769,7 @@ int main(int argc, char **argv)
     pl_loop_run(d.loop);
 
     pd_log(&d, "stopping");
+    pd_phone_close(&d);
     pl_stack_stop(d.stack, pl_loop_now(d.loop));
     if (d.udp) pl_udp_flush(d.udp);
     if (pl_stack_node(d.stack)) save_hosts(&d);

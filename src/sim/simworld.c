@@ -44,6 +44,8 @@ struct pl_simworld {
     void *ctx;
     pl_simworld_tamper_cb tamper;
     void *tamper_ctx;
+    pl_simworld_datagram_cb tap;
+    void *tap_ctx;
     pl_ring *ring; /* shared by the supernodes, or NULL */
     uint64_t *revoked; /* ascending serials */
     uint32_t n_revoked;
@@ -104,6 +106,13 @@ static void host_timer(void *ctx, pl_time now)
 static void send_datagram(void *ctx, const pl_addr *to, const uint8_t *data, size_t len)
 {
     pl_simhost *h = ctx;
+    if (h->world->tap) {
+        uint8_t copy[PL_SEC_MAX_DATAGRAM];
+        if (len > sizeof copy) return;
+        memcpy(copy, data, len);
+        if (h->world->tap(h->world->tap_ctx, h, to, copy, &len)) pl_simnet_send(h->world->net, &h->peer.addr, to, copy, len);
+        return;
+    }
     pl_simnet_send(h->world->net, &h->peer.addr, to, data, len);
 }
 
@@ -309,6 +318,14 @@ void pl_simworld_set_tamper(pl_simworld *w, pl_simworld_tamper_cb cb, void *ctx)
     w->tamper = cb;
     w->tamper_ctx = ctx;
 }
+
+void pl_simworld_set_datagram_tap(pl_simworld *w, pl_simworld_datagram_cb cb, void *ctx)
+{
+    w->tap = cb;
+    w->tap_ctx = ctx;
+}
+
+void pl_simhost_reschedule(pl_simhost *h) { reschedule(h); }
 
 void pl_simworld_forget_supernode(pl_simworld *w, pl_simhost *gone)
 {

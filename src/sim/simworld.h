@@ -29,6 +29,12 @@ typedef void (*pl_simworld_event_cb)(void *ctx, pl_simhost *host, const pl_stack
 typedef bool (*pl_simworld_tamper_cb)(void *ctx, pl_simhost *from, const uint8_t to_pk[32], uint8_t *msg,
                                       size_t *len);
 
+/* Secure mode: sees (and may rewrite in place, up to PL_SEC_MAX_DATAGRAM
+ * bytes, or drop by returning false) every datagram a host sends: how tests
+ * tamper with sealed packets on the wire. */
+typedef bool (*pl_simworld_datagram_cb)(void *ctx, pl_simhost *from, const pl_addr *to, uint8_t *data,
+                                        size_t *len);
+
 typedef struct pl_simworld_config {
     uint64_t seed;
     pl_time start;
@@ -64,6 +70,7 @@ void pl_simworld_revoke(pl_simworld *w, pl_simhost *h);
  * as if gossip had spread it), or about one that is gone. */
 void pl_simworld_introduce_supernodes(pl_simworld *w);
 void pl_simworld_set_tamper(pl_simworld *w, pl_simworld_tamper_cb cb, void *ctx);
+void pl_simworld_set_datagram_tap(pl_simworld *w, pl_simworld_datagram_cb cb, void *ctx);
 void pl_simworld_forget_supernode(pl_simworld *w, pl_simhost *gone);
 
 void pl_simhost_start(pl_simhost *h);
@@ -81,6 +88,9 @@ void pl_simhost_poke(pl_simhost *h);
 void pl_simhost_account_cpu(pl_simhost *h, bool on);
 uint64_t pl_simhost_cpu_ns(const pl_simhost *h);
 pl_stack *pl_simhost_stack(pl_simhost *h); /* NULL while crashed */
+/* Re-arms the host's timer after the test drove its stack directly (a
+ * phone's audio tick, a dial). */
+void pl_simhost_reschedule(pl_simhost *h);
 const pl_ovl_peer *pl_simhost_peer(const pl_simhost *h);
 const char *pl_simhost_name(const pl_simhost *h);
 const pl_cert *pl_simhost_cert(const pl_simhost *h);

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# call.bench.sh [BUILD] - calls between real daemons on loopback: figures,
+# not pass/fail (make bench runs it). About two minutes.
+#
+#  1. dial to ringing: `parley call` until the callee's phone rings, look-up,
+#     relay allocation, session and invite included, with no session to the
+#     callee beforehand (cold); six calls, each after the last one's state
+#     is gone;
+#  2. one-way delay the software adds (mouth to ear, minus the network's):
+#     a direct call on loopback (no network delay), and a call through
+#     parley-impair with 30 ms of uniform jitter each way (its mean, 15 ms,
+#     is the network's);
+#  3. speech scores (STOI, concealed audio, R) through parley-impair at 0%,
+#     5% and 10% random loss and 5% loss in bursts (mean 3 datagrams), each
+#     way;
+#  4. CPU per call end: the daemon's CPU time during a call (WAV in, WAV
+#     out, Opus, jitter buffer, AES-GCM, paths) minus the same time idle.
+#
+# PERF=FILE records the caller's daemon with perf during the direct call.
+#
+# The impaired calls run alice in privacy mode, attached to her supernode
+# through parley-impair, so that all of her call's datagrams cross it (her
+# own supernode's relay); bob is on loopback directly.
+set -u
+B=${1:-${PARLEY_BUILD:-build/release}}
+CA="$B/parley-ca"
+PL="$B/parley"
+PD="$B/parleyd"
+Q="$B/parley-quality"
+IMP="$B/parley-impair"
+SPEECH="$B/speech"
+T=$(mktemp -d /tmp/pl-call-bench.XXXXXX)
+PIDS=()
+PORT=$((20000 + ($$ % 20000)))
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+wait_line() { for _ in $(seq "${3:-200}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+num() { printf '%s' "$2" | grep -o "\"$1\":[-0-9.e]*" | head -1 | cut -d: -f2; }
+key_of() { "$PL" --home "$T/$1" --json show | sed -n 's/.*"fingerprint":"\([0-9a-f]*\)".*/\1/p'; }
+die() { echo "call.bench: $*" >&2; exit 1; }
+
+tests/media/make_speech.sh "$SPEECH" || die "no test speech"
+S1="$SPEECH/talker1.wav"
+S2="$SPEECH/talker2.wav"
+FP=$("$CA" init --dir "$T/ca") || die "ca init"
+"$CA" serve --dir "$T/ca" --listen 127.0.0.1:0 --rate 1000 --burst 1000 >"$T/ca.out" 2>>"$T/ca.log" &
+PIDS+=($!)
+wait_line "$T/ca.out" '^listening' || die "ca"
+CA_ADDR=$(awk '/^listening/{print $2}' "$T/ca.out")
+for u in super1 super2 alice bob; do
+    "$PL" --home "$T/$u" keygen >/dev/null && "$PL" --home "$T/$u" register "$u" --ca "$CA_ADDR" --ca-key "$FP" >/dev/null ||
+        die "register $u"
+done
+: >"$T/supernodes"
+for i in 1 2; do echo "$(key_of "super$i") 127.0.0.$((i + 1)):$PORT" >>"$T/supernodes"; done
+tac "$T/supernodes" >"$T/supernodes.rev"
+start() { # USER ARGS...
+    local u=$1
+    shift
+    "$PD" --home "$T/$u" "$@" >"$T/$u.out" 2>>"$T/$u.log" &
+    PIDS+=($!)
+    LAST_PID=$!
+    wait_line "$T/$u.out" '^listening' || die "$u does not start: $(tail -3 "$T/$u.log")"
+}
+stop_user() { # USER PID
+    "$PL" --home "$T/$1" stop >/dev/null 2>&1
+    wait "$2" 2>/dev/null
+}
+for i in 1 2; do start "super$i" --role supernode --listen "127.0.0.$((i + 1)):$PORT" --bootstrap-file "$T/supernodes"; done
+cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+
+echo "== calls on loopback (bench/call.bench.sh)"
+
+# ---- 1. dial to ringing -------------------------------------------------------------------------------
+start alice --listen 127.0.1.1:0 --bootstrap-file "$T/supernodes"
+ALICE=$LAST_PID
+start bob --listen 127.0.1.2:0 --bootstrap-file "$T/supernodes.rev"
+BOB=$LAST_PID
+wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
+rings=()
+for i in 1 2 3 4 5 6; do
+    out=$("$PL" --home "$T/alice" --json call bob --timeout 0.5 2>/dev/null)
+    rings+=("$(num dial_to_ringing_ms "$out")")
+    sleep 4.5 # the last call's paths and session linger 4 s: the next one starts cold
+done
+printf '%s\n' "${rings[@]}" | sort -n >"$T/rings"
+echo "dial to ringing (look-up, relay grant, handshake, invite; cold session), 6 calls:"
+echo "  first $(printf '%.1f' "${rings[0]}") ms, median $(awk '{a[NR]=$1} END {printf "%.1f", (a[3]+a[4])/2}' "$T/rings") ms, max $(tail -1 "$T/rings") ms (target <= 100 ms)"
+
+# ---- 2a and 4: a direct call, no impairment; CPU per call end -----------------------------------------------
+stop_user bob "$BOB"
+start bob --listen 127.0.1.2:0 --bootstrap-file "$T/supernodes.rev" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
+BOB=$LAST_PID
+wait_line "$T/bob.log" 'record published' 200 || die "bob"
+sleep 1
+a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
+sleep 5
+a1=$(cpu_ns "$ALICE") b1=$(cpu_ns "$BOB") t1=$(date +%s%N)
+[ -n "${PERF:-}" ] && { perf record -F 2000 -g -p "$ALICE" -o "$PERF" -- sleep 9 >/dev/null 2>&1 & }
+out=$("$PL" --home "$T/alice" --json call bob --from "$S1" --to "$T/rec_alice.wav" 2>/dev/null)
+a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
+call_s=$(num duration_s "$out")
+awk -v a0="$a0" -v a1="$a1" -v a2="$a2" -v b0="$b0" -v b1="$b1" -v b2="$b2" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v s="$call_s" 'BEGIN {
+    idle_a = (a1 - a0) / (t1 - t0); idle_b = (b1 - b0) / (t1 - t0);
+    call_a = (a2 - a1) / (t2 - t1); call_b = (b2 - b1) / (t2 - t1);
+    printf "CPU per call end (%.1f s call, WAV in and out, crypto included; idle daemon subtracted):\n", s;
+    printf "  caller %.2f%%, callee %.2f%% of one core (idle: %.3f%% and %.3f%%) (target <= 2%%)\n",
+        100 * (call_a - idle_a), 100 * (call_b - idle_b), 100 * idle_a, 100 * idle_b }'
+J1=$("$Q" "$S2" "$T/rec_alice.wav" --json 2>/dev/null)
+J2=$("$Q" "$S1" "$T/rec_bob.wav" --json 2>/dev/null)
+# Each recording starts when its side's media starts, and the callee's starts
+# first (it answers, then the answer travels): that skew adds to one
+# direction's measured delay and takes as much from the other's, so the
+# mean of the two is the one-way delay.
+echo "one-way delay, direct on loopback (network ~0): the software adds $(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}') ms (target <= 45 ms)"
+echo "  (measured $(num delay_ms "$J2") ms alice->bob and $(num delay_ms "$J1") ms bob->alice: the skew between the two media starts cancels in the mean)"
+echo "  STOI $(num stoi "$J2") / $(num stoi "$J1"), R $(num r "$J2") / $(num r "$J1")"
+
+# ---- 2b and 3: through parley-impair ----------------------------------------------------------------------------
+stop_user alice "$ALICE"
+IMP_ADDR=127.0.0.50:$PORT
+SN1=$(head -1 "$T/supernodes")
+impaired() { # LABEL IMPAIR-OPTIONS...
+    local label=$1
+    shift
+    "$IMP" --listen "$IMP_ADDR" --to "127.0.0.2:$PORT" --seed 7 "$@" >"$T/imp.out" 2>"$T/imp.log" &
+    local imp=$!
+    PIDS+=($imp)
+    wait_line "$T/imp.out" '^listening' || die "parley-impair"
+    echo "${SN1%% *} $IMP_ADDR" >"$T/via_impair"
+    rm -f "$T/alice.out" "$T/alice/hosts" # no host cache: she must attach through the impairment
+    start alice --listen 127.0.1.1:0 --bootstrap-file "$T/via_impair" --private
+    local ap=$LAST_PID
+    wait_line "$T/alice.log" 'record published' 400 || die "alice through the impairment"
+    "$PL" --home "$T/alice" --json status | grep -q "\"addr\":\"$IMP_ADDR\"" || die "alice is not attached through the impairment"
+    sleep 1
+    out=$("$PL" --home "$T/alice" --json call bob --from "$S1" --to "$T/rec_alice.wav" 2>/dev/null)
+    local theirs
+    theirs=$("$PL" --home "$T/bob" --json calls 2>/dev/null)
+    # The receiver's own figures for the E-model: loss seen and audio concealed.
+    local la ca lb cb
+    la=$(num loss_rx "$out") ca=$(num concealed_fraction "$out")
+    lb=$(printf '%s' "$theirs" | grep -o '"loss_rx":[-0-9.e]*' | tail -1 | cut -d: -f2)
+    cb=$(printf '%s' "$theirs" | grep -o '"concealed_fraction":[-0-9.e]*' | tail -1 | cut -d: -f2)
+    J1=$("$Q" "$S2" "$T/rec_alice.wav" --json --loss-pct "$(awk -v x="$la" 'BEGIN{print 100*x}')" \
+        --concealed-fraction "$ca" 2>/dev/null)
+    J2=$("$Q" "$S1" "$T/rec_bob.wav" --json --loss-pct "$(awk -v x="$lb" 'BEGIN{print 100*x}')" \
+        --concealed-fraction "$cb" 2>/dev/null)
+    printf '  %-25s one-way %5.1f ms | alice->bob: STOI %s, concealed %4.1f%%, R %5.1f | bob->alice: STOI %s, concealed %4.1f%%, R %5.1f (%s)\n' \
+        "$label" "$(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{print (a+b)/2}')" \
+        "$(num stoi "$J2")" "$(awk -v x="$cb" 'BEGIN{print 100*x}')" "$(num r "$J2")" \
+        "$(num stoi "$J1")" "$(awk -v x="$ca" 'BEGIN{print 100*x}')" "$(num r "$J1")" \
+        "$(printf '%s' "$out" | grep -o '"kind":"[a-z]*"' | cut -d'"' -f4) via $(printf '%s' "$out" | grep -o '"via":"[^"]*"' | cut -d'"' -f4)"
+    stop_user alice "$ap"
+    kill "$imp" 2>/dev/null
+    wait "$imp" 2>/dev/null
+}
+echo "through parley-impair (alice's datagrams cross it both ways; relayed by her supernode):"
+impaired "30 ms jitter (mean 15)" --jitter-ms 30
+impaired "0% loss" --loss 0
+impaired "5% random loss" --loss 5
+impaired "10% random loss" --loss 10
+impaired "5% loss in bursts of ~3" --burst-loss 5 --burst-len 3
+echo "  (one-way: the mean of the two directions' delays; under jitter the software adds that minus the jitter's mean, 15 ms)"
