@@ -67,8 +67,8 @@ static void bench_codec(void)
     printf("Opus 48 kHz mono 20 ms, 32 kbit/s, FEC on (10%% loss expected), DTX on\n");
     static uint8_t pkts[FRAMES][PL_VOICE_MAX_PACKET];
     static size_t lens[FRAMES];
-    int levels[] = {5, 6, 8, 10};
-    for (size_t l = 0; l < 4; l++) {
+    int levels[] = {5, 6, 7, 8, 10};
+    for (size_t l = 0; l < 5; l++) {
         pl_voice_enc_config cfg = {.bitrate = 32000, .complexity = levels[l], .loss_perc = 10};
         pl_voice_enc *enc;
         if (pl_voice_enc_new(&enc, &cfg) != PL_VOICE_OK) exit(1);
