@@ -4,7 +4,7 @@
 # storm and the 2010-style cascade, then at 1M users / 10k supernodes, and
 # prints each run's look-up success, recovery and membership traffic per
 # supernode beside the targets. Takes long (about an hour on 2 cores, most of
-# it the 1M run) and needs about 16 GiB: it is a benchmark, not a CI test.
+# it the 1M run: 45 min) and needs about 19 GiB: a benchmark, not a CI test.
 # BENCH_SIM_BIG=0 skips the 1M run.
 set -u
 B=${PARLEY_BUILD:-build/release}
