@@ -726,6 +726,14 @@ pl_chat_err pl_chat_set_cert(pl_chat *c, const pl_cert *peer, pl_time now)
     return PL_CHAT_OK;
 }
 
+bool pl_chat_peer_cert(const pl_chat *c, const char *peer, pl_cert *out)
+{
+    const conv *v = conv_of((pl_chat *)c, peer, false, NULL);
+    if (!v || !v->have_cert) return false;
+    *out = v->cert;
+    return true;
+}
+
 size_t pl_chat_pending(const pl_chat *c)
 {
     size_t n = 0;

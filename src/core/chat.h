@@ -156,6 +156,8 @@ void pl_chat_seen_add(pl_chat *chat, const uint8_t id[PL_ENV_ID_SIZE], pl_time s
  * before the peer has sent anything. Refused unless it verifies; an older
  * one than the core holds is ignored. */
 pl_chat_err pl_chat_set_cert(pl_chat *chat, const pl_cert *peer, pl_time now);
+/* The certificate the core answers the peer to (for the daemon to keep). */
+bool pl_chat_peer_cert(const pl_chat *chat, const char *peer, pl_cert *out);
 /* Messages sent and not yet delivered. */
 size_t pl_chat_pending(const pl_chat *chat);
 /* The sealed envelope of a message sent and not yet delivered: the daemon

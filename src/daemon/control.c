@@ -108,6 +108,7 @@ static cJSON *cmd_status(parleyd *d)
             cJSON_AddItemToArray(sb, o);
         }
         pd_people_status(d, r);
+        pd_messages_status(d, r);
         cJSON_AddNumberToObject(r, "attaches", st.attaches);
         cJSON_AddNumberToObject(r, "losses", st.losses);
         if (st.state == PL_NODE_WAITING)
@@ -135,6 +136,7 @@ static cJSON *cmd_status(parleyd *d)
         }
         pl_dir_stats ds = pl_dir_get_stats(pl_super_directory(super));
         cJSON_AddNumberToObject(sv, "records", (double)ds.records);
+        pd_mailbox_status(d, sv);
     }
     return r;
 }
@@ -195,6 +197,9 @@ static const control_command CONTROL_COMMANDS[] = {
     {"lookup", true, pd_cmd_lookup},
     {"contacts", true, pd_cmd_contacts},
     {"presence", true, pd_cmd_presence},
+    {"chat", true, pd_cmd_chat},
+    {"voicemail", true, pd_cmd_voicemail},
+    {"mailbox", false, pd_cmd_mailbox},
 };
 
 static void control_line(parleyd *d, control_client *c, const char *line)
@@ -224,6 +229,7 @@ static void control_line(parleyd *d, control_client *c, const char *line)
 static void control_drop(parleyd *d, control_client *c)
 {
     if (pl_stack_node(d->stack)) pd_people_client_gone(d, c->fd);
+    pd_messages_client_gone(d, c->fd);
     pl_loop_unwatch_fd(d->loop, c->fd);
     close(c->fd);
     c->fd = -1;
