@@ -7,7 +7,7 @@ set -eu
 # against our responder; espeak-ng and sox make and shape test speech;
 # Opus, speexdsp and PortAudio are the voice engine's libraries.
 PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
-          stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev)
+          stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev tcpdump)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

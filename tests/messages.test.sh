@@ -124,6 +124,10 @@ pl bob --json chat follow alice >"$T/bob.follow" 2>&1 &
 FOLLOW=$!
 PIDS+=($FOLLOW)
 wait_line "$T/bob.follow" '"following"' 40
+pl alice chat follow --keep-unread >"$T/alice.follow" 2>&1 &
+FOLLOW2=$!
+PIDS+=($FOLLOW2)
+wait_line "$T/alice.follow" '^following every conversation' 40
 out=$(pl alice chat send bob "hello bob, MARKER-ONLINE-1")
 expect "alice's first message goes directly (bob is online)" '^sent to bob \(#1, directly\)$' "$out"
 for i in 2 3 4 5; do pl alice chat send bob "message $i MARKER-ONLINE-$i" >/dev/null || bad "send $i"; done
@@ -150,8 +154,15 @@ if wait_for 30 '(\[read\].*){5}' hist alice bob; then ok "bob's follower marked 
 else bad "alice sees her messages read" "$(pl alice chat history bob)"; fi
 if wait_for 30 '(\[read\].*){3}' hist bob alice; then ok "alice reading bob's replies sends him read receipts"
 else bad "bob sees his replies read" "$(pl bob chat history alice)"; fi
-kill "$FOLLOW" 2>/dev/null
-wait "$FOLLOW" 2>/dev/null
+kill "$FOLLOW" "$FOLLOW2" 2>/dev/null
+wait "$FOLLOW" "$FOLLOW2" 2>/dev/null
+f=$(cat "$T/alice.follow")
+n=0
+for p in 'to bob: hello bob, MARKER-ONLINE-1$' '^  -- #5 delivered to bob$' ' bob: reply 3 MARKER-REPLY-3$' '^  -- bob read up to #5$'; do
+    printf '%s\n' "$f" | grep -qE -- "$p" && n=$((n + 1))
+done
+[ $n -eq 4 ] && ok "alice's follower (for people) shows what she sent, the receipts, and bob's replies" ||
+    bad "alice's follower shows lines and receipts" "$f"
 pl alice chat send bob "$(head -c 641 /dev/zero | tr '\0' x)" >/dev/null 2>"$T/err"
 rc=$?
 [ $rc -eq 2 ] && ok "a text over 640 bytes is refused (exit 2)" || bad "a text over 640 bytes is refused (exit 2)" "exit $rc"

@@ -592,6 +592,58 @@ static void a_restart_resumes_what_was_not_delivered(void)
     world_down(&w);
 }
 
+/* Whoever can put envelopes in bob's mailbox (any user, any supernode: a
+ * supernode may STORE whatever it likes on a replica) cannot make him see
+ * a line in alice's name: mallory seals one with alice's certificate and
+ * her own key, as a supernode knowing only public keys could. Bob's node
+ * refuses every copy and deletes it; alice's genuine line arrives. */
+static void a_forged_message_in_the_mailbox_is_never_shown(void)
+{
+    world w;
+    world_up(&w, 3);
+    mlab_online(&w.l, 0, 0);
+    mlab_online(&w.l, 2, 2);
+    run_for(&w, PL_SEC);
+    mlab_user *alice = &w.l.users[0], *bob = &w.l.users[1], *mallory = &w.l.users[2];
+    /* The body a chat line carries: epoch, seq 1, text. */
+    uint8_t body[64];
+    const char *text = "send the money to mallory";
+    size_t n = 0;
+    for (int i = 0; i < 8; i++) body[n++] = (uint8_t)(i == 7);
+    for (int i = 0; i < 8; i++) body[n++] = (uint8_t)(i == 7);
+    body[n++] = 0;
+    body[n++] = (uint8_t)strlen(text);
+    memcpy(body + n, text, strlen(text));
+    n += strlen(text);
+    pl_identity forger = mallory->u.id;
+    memcpy(forger.sign_pk, alice->u.id.sign_pk, 32); /* claims alice's key, signs with mallory's */
+    uint8_t head[PL_ENV_MAX_SIZE];
+    size_t head_len;
+    pl_env_sealed st;
+    CHECK_EQ(pl_env_seal(&st, head, sizeof head, &head_len, &forger, alice->u.cert_bytes, alice->u.cert_len,
+                         &bob->u.cert, PL_ENV_CHAT, body, n, mlab_now(&w.l), pl_simnet_rng(w.l.net)),
+             PL_ENV_OK);
+    CHECK_EQ(pl_mboxc_deposit(mallory->mc, &st, head, head_len, mlab_now(&w.l)), PL_MBOXC_OK);
+    pl_env_sealed_wipe(&st);
+    mlab_user_poke(&w.l, 2);
+    run_for(&w, 2 * PL_SEC);
+    say(&w, 0, 1, "the genuine one", NULL);
+    run_for(&w, 2 * PL_SEC);
+    mlab_online(&w.l, 1, 4);
+    run_for(&w, 5 * PL_SEC);
+    CHECK_EQ(w.log[1].n_got, 1);
+    CHECK(strcmp(w.log[1].got[0].text, "the genuine one") == 0);
+    pl_mboxc_stats ms = pl_mboxc_get_stats(bob->mc);
+    CHECK(ms.bad_copies >= 2);
+    CHECK_EQ(ms.discarded, 1);
+    /* And nothing of either is left in the store. */
+    for (size_t i = 0; i < 5; i++) {
+        pl_mbox_held h;
+        CHECK(!pl_mbox_held_for(w.l.sn[i].mb, "user01", &h) || h.messages == 0);
+    }
+    world_down(&w);
+}
+
 int main(void)
 {
     if (!pl_init()) return 1;
@@ -603,5 +655,6 @@ int main(void)
     RUN(an_unacknowledged_direct_send_goes_to_the_mailbox_once);
     RUN(limits_and_restarts);
     RUN(a_restart_resumes_what_was_not_delivered);
+    RUN(a_forged_message_in_the_mailbox_is_never_shown);
     return pl_test_summary();
 }

@@ -1206,14 +1206,14 @@ static void print_time(double t)
 }
 
 /* One message of a history, for people. */
-static void print_message(const cJSON *m, const char *me)
+static void print_message(const cJSON *m, const char *me, bool mark_new)
 {
     bool out = strcmp(jstr(m, "dir"), "out") == 0;
     const char *state = jstr(m, "state");
     print_time(jnum(m, out ? "at" : "sent_at"));
     printf("  %s: %s", out ? me : jstr(m, "peer"), jstr(m, "text"));
     if (out) printf("  [%s]", strcmp(state, "failed") == 0 ? "FAILED" : state);
-    else if (strcmp(state, "new") == 0) printf("  [new]");
+    else if (mark_new && strcmp(state, "new") == 0) printf("  [new]");
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "late"))) printf("  (late)");
     putchar('\n');
 }
@@ -1243,7 +1243,7 @@ static void print_event(const cJSON *e)
     const char *kind = jstr(e, "event");
     const char *peer = jstr(e, "peer");
     if (strcmp(kind, "message") == 0) {
-        print_message(e, "");
+        print_message(e, "", false);
     } else if (strcmp(kind, "sent") == 0) {
         print_time(jnum(e, "at"));
         printf("  to %s: %s\n", peer, jstr(e, "text"));
@@ -1401,7 +1401,7 @@ static int cmd_chat(void)
         const cJSON *m;
         int n = 0;
         cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "messages")) {
-            print_message(m, jstr(r, "me"));
+            print_message(m, jstr(r, "me"), true);
             n++;
         }
         if (!n) printf("no messages with %s yet\n", jstr(r, "peer"));
