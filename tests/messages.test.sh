@@ -27,7 +27,7 @@ PORT=$((20000 + ($$ % 20000)))
 NET=127.0.$((40 + ($$ % 50)))   # supernodes at $NET.1-5, users at $NET.11-12
 cleanup() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-    rm -rf "$T"
+    [ -n "${PL_KEEP:-}" ] && echo "     (kept $T)" || rm -rf "$T"
 }
 trap cleanup EXIT
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
@@ -290,6 +290,24 @@ expect "every replica that held it keeps bob's signed delete instead (${H2[*]})"
 expect "voicemail list is empty" '^no voicemail$' "$(pl bob voicemail list)"
 pl bob voicemail play "$ID" --to "$T/again.wav" >/dev/null 2>&1
 [ $? -ne 0 ] && ok "a deleted voicemail does not play" || bad "a deleted voicemail does not play"
+
+# ---- three minutes, and no more ---------------------------------------------------------------------------
+S=("$SPEECH"/talker{1,2,3,4,5}.wav)
+sox "${S[@]}" "${S[@]}" "${S[@]}" "${S[@]}" "$T/long.wav" trim 0 180.0 2>/dev/null &&
+    sox "${S[@]}" "${S[@]}" "${S[@]}" "${S[@]}" "$T/toolong.wav" trim 0 181.0 2>/dev/null || bad "sox makes long speech"
+pl alice voicemail leave bob --from "$T/toolong.wav" >/dev/null 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && ok "a voicemail over three minutes is refused (exit 2)" || bad "over three minutes is refused (exit 2)" "exit $rc"
+expect "in one line" '^parley: voicemail: .*toolong.wav is 181.0 s long; a voicemail holds at most 3 minutes$' "$(cat "$T/err")"
+t0=$(date +%s%N)
+out=$(pl alice voicemail leave bob --from "$T/long.wav")
+t1=$(date +%s%N)
+expect "three minutes are taken" '^voicemail for bob: 180.0 s \([0-9]+ bytes\), stored on [23] of 3 replicas' "$out"
+echo "     a 3-minute voicemail: encoded, sealed and stored in $(((t1 - t0) / 1000000)) ms ($(printf '%s' "$out" | grep -o '[0-9]* bytes'))"
+if wait_line "$T/bob.log" 'voicemail from alice (180.0 s' 200; then
+    t2=$(date +%s%N)
+    ok "bob, online, is told at once ($(((t2 - t1) / 1000000)) ms later)"
+else bad "bob gets the 3-minute voicemail" "$(tail -3 "$T/bob.log")"; fi
 
 # ---- what supernodes hold and send: no plaintext ---------------------------------------------------------
 [ "$CAPTURE" = 1 ] && { sleep 0.5; kill "$TCPDUMP"; wait "$TCPDUMP" 2>/dev/null; }

@@ -953,6 +953,9 @@ static int cmd_ping(void)
  * request and its reply are one JSON object per line. */
 
 #define CONTROL_TIMEOUT_MS 15000
+/* Longer for a request that does a lot of work before it answers (a
+ * three-minute voicemail is encoded and stored first). */
+static int control_timeout_ms = CONTROL_TIMEOUT_MS;
 
 /* Sends {"cmd": name, ...extra} and returns the parsed reply, or NULL after
  * printing the error (with *rc set). */
@@ -988,7 +991,7 @@ static cJSON *control_call(const char *name, cJSON *extra, int *rc)
     size_t have = 0;
     while (sent && have < sizeof buf - 1) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, CONTROL_TIMEOUT_MS) != 1) break;
+        if (poll(&p, 1, control_timeout_ms) != 1) break;
         ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
         if (n <= 0) break;
         have += (size_t)n;
@@ -1405,6 +1408,8 @@ static int cmd_chat(void)
             n++;
         }
         if (!n) printf("no messages with %s yet\n", jstr(r, "peer"));
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "more")))
+            printf("(older messages not shown: too many for one reply; use --limit)\n");
     } else if (strcmp(op, "list") == 0) {
         const cJSON *c;
         int n = 0;
@@ -1452,6 +1457,7 @@ static int cmd_voicemail(void)
         }
         cJSON_AddStringToObject(req, "name", g.args[1]);
         cJSON_AddStringToObject(req, "from", from);
+        control_timeout_ms = 120000;
     } else if (strcmp(op, "play") == 0 || strcmp(op, "delete") == 0) {
         if (g.nargs != 2) {
             cJSON_Delete(req);

@@ -225,9 +225,10 @@ void pd_follow_push(parleyd *d, const char *peer, cJSON *event)
         read |= f->mark_read;
     }
     const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(event, "event"));
+    bool shown = read && kind && strcmp(kind, "message") == 0;
     cJSON_Delete(event);
     /* Someone was shown the message: it is read. */
-    if (read && kind && strcmp(kind, "message") == 0) mark_read(d, peer);
+    if (shown) mark_read(d, peer);
 }
 
 void pd_messages_client_gone(parleyd *d, int fd)
@@ -338,6 +339,7 @@ static void on_received(parleyd *d, const pl_chat_event *ev)
     } else if (e != PL_MSGSTORE_ERR_EXISTS) {
         /* Not kept: the mailbox copy stays for the next run. */
         pd_log(d, "messages.db: cannot keep a message: %s", pl_msgstore_last_error(m->store));
+        m->not_kept = true;
         return;
     }
     ack_if_waiting(d, ev->id);
@@ -476,7 +478,9 @@ void pd_messages_on_mail(parleyd *d, const pl_mboxc_event *ev)
             pd_peer *p = pd_peer_of(d, ev->opened->sender.name, true);
             if (p) peer_set_cert(d, p, &ev->opened->sender);
             uint64_t held = pl_chat_get_stats(m->chat).held;
+            m->not_kept = false;
             bool mine = pl_chat_mailbox(m->chat, ev->opened, ev->body, ev->body_len, ev->now);
+            if (m->not_kept) break; /* the history could not take it: left in the store */
             /* One the engine holds back for order is acknowledged once it
              * is handed up (and so in the history). */
             if (mine && pl_chat_get_stats(m->chat).held > held && m->n_ack_later < PL_CHAT_MAX_HELD) {
@@ -630,6 +634,25 @@ static bool summary_one(void *ctx, const pl_msgstore_summary *s)
     return true;
 }
 
+/* A reply goes out in one non-blocking send (control.c): a long history is
+ * cut to what a socket buffer surely takes, oldest first for a history,
+ * least recent last for the conversation list, and says so. */
+#define PD_REPLY_MAX (96 * 1024)
+
+static void fit_reply(cJSON *r, cJSON *arr, bool drop_first)
+{
+    for (;;) {
+        char *text = cJSON_PrintUnformatted(r);
+        size_t len = text ? strlen(text) : 0;
+        free(text);
+        int n = cJSON_GetArraySize(arr);
+        if (len <= PD_REPLY_MAX || n == 0) return;
+        int drop = n / 4 ? n / 4 : 1;
+        for (int i = 0; i < drop; i++) cJSON_DeleteItemFromArray(arr, drop_first ? 0 : cJSON_GetArraySize(arr) - 1);
+        if (!cJSON_GetObjectItemCaseSensitive(r, "more")) cJSON_AddBoolToObject(r, "more", true);
+    }
+}
+
 static cJSON *bad_name(const char *name)
 {
     char msg[96];
@@ -652,6 +675,7 @@ cJSON *pd_cmd_chat(parleyd *d, int fd, const cJSON *req)
             cJSON_Delete(r);
             return pd_error_reply("db", pl_msgstore_last_error(m->store));
         }
+        fit_reply(r, arr, false);
         return r;
     }
     if (strcmp(op, "follow") == 0) {
@@ -680,6 +704,7 @@ cJSON *pd_cmd_chat(parleyd *d, int fd, const cJSON *req)
             cJSON_Delete(r);
             return pd_error_reply("db", pl_msgstore_last_error(m->store));
         }
+        fit_reply(r, arr, true);
         /* Shown is read: the peer gets a read receipt. */
         if (!cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(req, "mark_read"))) mark_read(d, norm);
         return r;

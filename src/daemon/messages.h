@@ -105,6 +105,7 @@ typedef struct pd_messages {
     uint8_t ack_later[PL_CHAT_MAX_HELD][PL_ENV_ID_SIZE];
     size_t n_ack_later;
     bool direct_sent; /* the engine's last direct send went out */
+    bool not_kept;    /* the history refused the message just handed up */
     pd_vm_job jobs[PD_MAX_VM_JOBS];
     uint32_t next_job;
     pd_player players[PD_MAX_PLAYERS];
