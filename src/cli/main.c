@@ -1409,7 +1409,7 @@ static int cmd_chat(void)
         }
         if (!n) printf("no messages with %s yet\n", jstr(r, "peer"));
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "more")))
-            printf("(older messages not shown: too many for one reply; use --limit)\n");
+            printf("(older messages not shown: too many for one reply)\n");
     } else if (strcmp(op, "list") == 0) {
         const cJSON *c;
         int n = 0;
