@@ -75,6 +75,23 @@ $B/parley --home "$T/bob" presence away "making tea"
 sleep 0.5
 $B/parley --home "$T/alice" contacts list
 
+say "alice chats with bob: end to end encrypted, straight to him while he is online"
+$B/parley --home "$T/alice" chat send bob "Tea at five?"
+$B/parley --home "$T/bob" chat send alice "Yes, see you then."
+sleep 0.5
+$B/parley --home "$T/bob" chat history alice
+$B/parley --home "$T/alice" chat history bob
+
+say "alice leaves bob a voicemail (sealed for his key, stored on his three replicas)"
+espeak-ng -w "$T/hello.wav" "Hello Bob, this is Alice. The tea is ready." 2>/dev/null
+$B/parley --home "$T/alice" voicemail leave bob --from "$T/hello.wav"
+sleep 0.5
+grep 'voicemail from' "$T/bob.log" | sed 's/^/  bob: /'
+$B/parley --home "$T/bob" voicemail list
+VM=$($B/parley --home "$T/bob" voicemail list | awk 'NR == 1 {print $1}')
+$B/parley --home "$T/bob" voicemail play "$VM" --to "$T/heard.wav"
+$B/parley --home "$T/bob" voicemail delete "$VM"
+
 say "bob's supernode dies (kill -9); bob re-attaches to his standby"
 BOB_SN=$($B/parley --home "$T/bob" --json status | sed -n 's/.*"supernode":{[^}]*"name":"\([a-z0-9]*\)".*/\1/p')
 echo "bob is on $BOB_SN; killing it"

@@ -118,6 +118,7 @@ static void on_mail(void *ctx, mlab_user *u, const pl_mboxc_event *ev)
 {
     world *w = ctx;
     size_t i = user_index(w, u);
+    if (!w->chat[i]) return;
     if (ev->type == PL_MBOXC_EV_MESSAGE) {
         if (pl_chat_mailbox(w->chat[i], ev->opened, ev->body, ev->body_len, ev->now))
             pl_mboxc_ack(u->mc, ev->opened->id, ev->now);
@@ -130,19 +131,21 @@ static void on_direct(void *ctx, mlab_user *to, const uint8_t from_pk[32], const
                       pl_time now)
 {
     world *w = ctx;
-    pl_chat_direct(w->chat[user_index(w, to)], from_pk, msg, len, now);
+    if (w->chat[user_index(w, to)]) pl_chat_direct(w->chat[user_index(w, to)], from_pk, msg, len, now);
 }
 
 static pl_time app_next(void *ctx, mlab_user *u)
 {
     world *w = ctx;
-    return pl_chat_next_timeout(w->chat[user_index(w, u)]);
+    pl_chat *c = w->chat[user_index(w, u)];
+    return c ? pl_chat_next_timeout(c) : PL_TIME_NEVER;
 }
 
 static void app_tick(void *ctx, mlab_user *u, pl_time now)
 {
     world *w = ctx;
-    pl_chat_tick(w->chat[user_index(w, u)], now);
+    pl_chat *c = w->chat[user_index(w, u)];
+    if (c) pl_chat_tick(c, now);
 }
 
 /* The sending time in the outer header of the envelope a message carries. */
@@ -500,6 +503,147 @@ static void limits_and_restarts(void)
     world_down(&w);
 }
 
+/* Alice's node is killed with messages in flight: one stored in bob's
+ * mailbox, one only sent directly and never acknowledged. Her daemon kept
+ * their envelopes (pl_chat_envelope); restarted with its state and those,
+ * it delivers both, once each, and learns that they arrived. */
+static void a_restart_resumes_what_was_not_delivered(void)
+{
+    world w;
+    world_up(&w, 2);
+    mlab_online(&w.l, 0, 0);
+    run_for(&w, PL_SEC);
+    uint8_t id1[16], id2[16], env1[PL_ENV_MAX_SIZE], env2[PL_ENV_MAX_SIZE];
+    size_t len1, len2;
+    uint64_t seq1, seq2;
+    const pl_cert *bob = &w.l.users[1].u.cert;
+    /* Bob is away: the first goes to his mailbox. */
+    CHECK_EQ(pl_chat_send(w.chat[0], bob, "stored before", 13, mlab_now(&w.l), id1, &seq1), PL_CHAT_OK);
+    mlab_user_poke(&w.l, 0);
+    run_for(&w, 2 * PL_SEC);
+    CHECK_EQ(w.log[0].stored, 1);
+    CHECK(pl_chat_envelope(w.chat[0], id1, env1, sizeof env1, &len1));
+    /* Bob comes online but his receipts are lost; the second is sent
+     * directly and alice dies before anything else happens. */
+    mlab_online(&w.l, 1, 2);
+    w.drop_direct[1][0] = true;
+    w.drop_until = PL_TIME_NEVER;
+    run_for(&w, 50 * PL_MSEC);
+    CHECK_EQ(pl_chat_send(w.chat[0], bob, "sent directly", 13, mlab_now(&w.l), id2, &seq2), PL_CHAT_OK);
+    CHECK(pl_chat_envelope(w.chat[0], id2, env2, sizeof env2, &len2));
+    uint8_t junk[8];
+    size_t junk_len;
+    CHECK(!pl_chat_envelope(w.chat[0], id2, junk, sizeof junk, &junk_len)); /* too small a buffer */
+    mlab_user_poke(&w.l, 0);
+    run_for(&w, 300 * PL_MSEC);
+    pl_chat_state st;
+    CHECK(pl_chat_get_state(w.chat[0], "user01", &st));
+    pl_chat_free(w.chat[0]);
+    w.chat[0] = NULL;
+    mlab_offline(&w.l, 0);
+    run_for(&w, 3 * PL_SEC);
+    /* Bob has both already (the first from his mailbox). */
+    CHECK_EQ(w.log[1].n_got, 2);
+    w.drop_until = 0;
+    /* Alice restarts with her state and the two envelopes. */
+    pl_chat_config cfg = {.identity = &w.l.users[0].u.id, .cert = w.l.users[0].u.cert_bytes,
+                          .cert_len = w.l.users[0].u.cert_len, .rng = pl_simnet_rng(w.l.net)};
+    memcpy(cfg.ca_pk, w.l.ca.pk, 32);
+    pl_chat_io io = {&uctxs[0], chat_send_direct, chat_deposit, chat_event};
+    CHECK_EQ(pl_chat_new(&w.chat[0], &cfg, &io), PL_CHAT_OK);
+    CHECK_EQ(pl_chat_set_state(w.chat[0], &st), PL_CHAT_OK);
+    pl_time now = mlab_now(&w.l);
+    /* Refused: a sequence not yet used, an envelope for someone else, our
+     * own certificate. */
+    CHECK_EQ(pl_chat_resume(w.chat[0], bob, env1, len1, st.out_next, true, now), PL_CHAT_ERR_PEER);
+    CHECK_EQ(pl_chat_resume(w.chat[0], &w.l.users[0].u.cert, env1, len1, seq1, true, now), PL_CHAT_ERR_PEER);
+    CHECK_EQ(pl_chat_resume(w.chat[0], bob, env1, 10, seq1, true, now), PL_CHAT_ERR_PEER);
+    mlab_online(&w.l, 0, 0);
+    run_for(&w, 200 * PL_MSEC);
+    now = mlab_now(&w.l);
+    CHECK_EQ(pl_chat_resume(w.chat[0], bob, env1, len1, seq1, true, now), PL_CHAT_OK);
+    CHECK_EQ(pl_chat_resume(w.chat[0], bob, env2, len2, seq2, false, now), PL_CHAT_OK);
+    CHECK_EQ(pl_chat_resume(w.chat[0], bob, env2, len2, seq2, false, now), PL_CHAT_OK); /* once only */
+    CHECK_EQ(pl_chat_pending(w.chat[0]), 2);
+    mlab_user_poke(&w.l, 0);
+    /* The direct copy of the second brings a receipt covering both; the
+     * first is offered again when the session comes up. */
+    pl_chat_peer_online(w.chat[0], "user01", mlab_now(&w.l));
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[1].n_got, 2);
+    CHECK_EQ(pl_chat_pending(w.chat[0]), 0);
+    CHECK_EQ(w.log[0].delivered, 2);
+    /* Bob restarts too, and reads: his read receipt needs alice's
+     * certificate, which his daemon restores with the state. */
+    CHECK(pl_chat_get_state(w.chat[1], "user00", &st));
+    pl_chat_free(w.chat[1]);
+    cfg = (pl_chat_config){.identity = &w.l.users[1].u.id, .cert = w.l.users[1].u.cert_bytes,
+                           .cert_len = w.l.users[1].u.cert_len, .rng = pl_simnet_rng(w.l.net)};
+    memcpy(cfg.ca_pk, w.l.ca.pk, 32);
+    io.ctx = &uctxs[1];
+    CHECK_EQ(pl_chat_new(&w.chat[1], &cfg, &io), PL_CHAT_OK);
+    CHECK_EQ(pl_chat_set_state(w.chat[1], &st), PL_CHAT_OK);
+    CHECK_EQ(pl_chat_set_cert(w.chat[1], &w.l.users[1].u.cert, mlab_now(&w.l)), PL_CHAT_ERR_PEER);
+    CHECK_EQ(pl_chat_set_cert(w.chat[1], &w.l.users[0].u.cert, mlab_now(&w.l)), PL_CHAT_OK);
+    pl_chat_mark_read(w.chat[1], "user00", 2, mlab_now(&w.l));
+    mlab_user_poke(&w.l, 1);
+    run_for(&w, PL_SEC);
+    CHECK_EQ(w.log[0].last_read, 2);
+    world_down(&w);
+}
+
+/* Whoever can put envelopes in bob's mailbox (any user, any supernode: a
+ * supernode may STORE whatever it likes on a replica) cannot make him see
+ * a line in alice's name: mallory seals one with alice's certificate and
+ * her own key, as a supernode knowing only public keys could. Bob's node
+ * refuses every copy and deletes it; alice's genuine line arrives. */
+static void a_forged_message_in_the_mailbox_is_never_shown(void)
+{
+    world w;
+    world_up(&w, 3);
+    mlab_online(&w.l, 0, 0);
+    mlab_online(&w.l, 2, 2);
+    run_for(&w, PL_SEC);
+    mlab_user *alice = &w.l.users[0], *bob = &w.l.users[1], *mallory = &w.l.users[2];
+    /* The body a chat line carries: epoch, seq 1, text. */
+    uint8_t body[64];
+    const char *text = "send the money to mallory";
+    size_t n = 0;
+    for (int i = 0; i < 8; i++) body[n++] = (uint8_t)(i == 7);
+    for (int i = 0; i < 8; i++) body[n++] = (uint8_t)(i == 7);
+    body[n++] = 0;
+    body[n++] = (uint8_t)strlen(text);
+    memcpy(body + n, text, strlen(text));
+    n += strlen(text);
+    pl_identity forger = mallory->u.id;
+    memcpy(forger.sign_pk, alice->u.id.sign_pk, 32); /* claims alice's key, signs with mallory's */
+    uint8_t head[PL_ENV_MAX_SIZE];
+    size_t head_len;
+    pl_env_sealed st;
+    CHECK_EQ(pl_env_seal(&st, head, sizeof head, &head_len, &forger, alice->u.cert_bytes, alice->u.cert_len,
+                         &bob->u.cert, PL_ENV_CHAT, body, n, mlab_now(&w.l), pl_simnet_rng(w.l.net)),
+             PL_ENV_OK);
+    CHECK_EQ(pl_mboxc_deposit(mallory->mc, &st, head, head_len, mlab_now(&w.l)), PL_MBOXC_OK);
+    pl_env_sealed_wipe(&st);
+    mlab_user_poke(&w.l, 2);
+    run_for(&w, 2 * PL_SEC);
+    say(&w, 0, 1, "the genuine one", NULL);
+    run_for(&w, 2 * PL_SEC);
+    mlab_online(&w.l, 1, 4);
+    run_for(&w, 5 * PL_SEC);
+    CHECK_EQ(w.log[1].n_got, 1);
+    CHECK(strcmp(w.log[1].got[0].text, "the genuine one") == 0);
+    pl_mboxc_stats ms = pl_mboxc_get_stats(bob->mc);
+    CHECK(ms.bad_copies >= 2);
+    CHECK_EQ(ms.discarded, 1);
+    /* And nothing of either is left in the store. */
+    for (size_t i = 0; i < 5; i++) {
+        pl_mbox_held h;
+        CHECK(!pl_mbox_held_for(w.l.sn[i].mb, "user01", &h) || h.messages == 0);
+    }
+    world_down(&w);
+}
+
 int main(void)
 {
     if (!pl_init()) return 1;
@@ -510,5 +654,7 @@ int main(void)
     RUN(offline_path_through_the_mailbox);
     RUN(an_unacknowledged_direct_send_goes_to_the_mailbox_once);
     RUN(limits_and_restarts);
+    RUN(a_restart_resumes_what_was_not_delivered);
+    RUN(a_forged_message_in_the_mailbox_is_never_shown);
     return pl_test_summary();
 }

@@ -340,7 +340,7 @@ static void quotas_and_expiry(void)
 {
     world w;
     pl_mbox_config limits = {.max_messages = 5, .max_bytes = 6000};
-    world_up(&w, 5, 3, &limits);
+    world_up(&w, 5, 4, &limits);
     mlab_online(&w.l, 0, 0);
     run_for(&w, PL_SEC);
     uint8_t ids[6][16];
@@ -363,6 +363,20 @@ static void quotas_and_expiry(void)
     mlab_replicas(&w.l, "user01", reps);
     CHECK(pl_mbox_held_for(w.l.sn[reps[0]].mb, "user01", &held));
     CHECK_EQ(held.messages, 5);
+    /* A box whose voicemail fills the byte quota still takes chat: heads
+     * count against the number of messages, chunks against the bytes. */
+    uint8_t vm2[5000];
+    randombytes_buf(vm2, sizeof vm2);
+    send_mail(&w, 0, 3, PL_ENV_VOICEMAIL, vm2, sizeof vm2, NULL);
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[0].last_status, PL_MBOX_OK);
+    send_mail(&w, 0, 3, PL_ENV_VOICEMAIL, vm2, sizeof vm2, NULL);
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[0].last_status, PL_MBOX_QUOTA);
+    send_mail(&w, 0, 3, PL_ENV_CHAT, (const uint8_t *)"still room for chat", 19, NULL);
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[0].last_status, PL_MBOX_OK);
+    CHECK_EQ(w.log[0].last_stored, 3);
     /* A month passes without bob: all of it expires. */
     uint64_t expired = 0;
     run_for(&w, 30 * DAY + 20 * 60 * PL_SEC);
@@ -509,6 +523,44 @@ static void a_lost_acknowledgement_brings_the_message_again_not_twice(void)
     CHECK_EQ(w.log[1].messages, 2);  /* the store delivered it again */
     CHECK_EQ(w.log[1].delivered, 1); /* the user saw it once */
     CHECK_EQ(holders_of(&w, "user01", id, false), 0);
+    world_down(&w);
+}
+
+static void a_kept_message_stays_and_is_not_fetched_again(void)
+{
+    world w;
+    world_up(&w, 5, 2, NULL);
+    mlab_online(&w.l, 0, 0);
+    run_for(&w, PL_SEC);
+    uint8_t id[16], vm[3000];
+    randombytes_buf(vm, sizeof vm);
+    send_mail(&w, 0, 1, PL_ENV_VOICEMAIL, vm, sizeof vm, id);
+    run_for(&w, 2 * PL_SEC);
+    /* Bob keeps his voicemail in the store: not acknowledged. */
+    w.log[1].auto_ack = false;
+    mlab_online(&w.l, 1, 3);
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[1].messages, 1);
+    uint64_t gets = pl_mboxc_get_stats(w.l.users[1].mc).gets;
+    /* His process restarts; it tells the client what it kept: nothing is
+     * fetched again, and the store still holds it on every replica. */
+    mlab_user_restart(&w.l, 1);
+    pl_mboxc_keep(w.l.users[1].mc, id);
+    mlab_online(&w.l, 1, 2);
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[1].messages, 1);
+    CHECK_EQ(w.log[1].last_notice, 1);
+    CHECK_EQ(pl_mboxc_get_stats(w.l.users[1].mc).gets, 0);
+    CHECK(gets > 1);
+    CHECK_EQ(holders_of(&w, "user01", id, false), 3);
+    /* He deletes it: every replica keeps a tombstone instead. */
+    pl_mboxc_ack(w.l.users[1].mc, id, mlab_now(&w.l));
+    mlab_user_poke(&w.l, 1);
+    run_for(&w, 3 * PL_SEC);
+    CHECK_EQ(w.log[1].deleted, 1);
+    CHECK_EQ(w.log[1].last_deleted_stored, 3);
+    CHECK_EQ(holders_of(&w, "user01", id, false), 0);
+    CHECK_EQ(holders_of(&w, "user01", id, true), 3);
     world_down(&w);
 }
 
@@ -673,6 +725,7 @@ int main(void)
     RUN(a_delete_reaches_a_replica_that_left_and_came_back);
     RUN(a_replica_crash_before_the_fetch_loses_nothing);
     RUN(a_lost_acknowledgement_brings_the_message_again_not_twice);
+    RUN(a_kept_message_stays_and_is_not_fetched_again);
     RUN(handover_when_membership_changes);
     RUN(a_three_minute_voicemail);
     RUN(an_altered_copy_is_fetched_again_elsewhere);

@@ -92,9 +92,11 @@ typedef struct opts {
     const char *count;     /* listen: stop after this many messages */
     const char *timeout;   /* ping: seconds to wait */
     const char *control;   /* the daemon's control socket */
-    const char *from;      /* call/answer: audio source: WAV, tone:HZ, silence, device[:NAME] */
-    const char *to;        /* call/answer: audio sink: WAV, null, device[:NAME] */
+    const char *from;      /* call/answer: audio source: WAV, tone:HZ, silence, device[:NAME]; voicemail leave: a WAV */
+    const char *to;        /* call/answer: audio sink: WAV, null, device[:NAME]; voicemail play: WAV or device */
     const char *duration;  /* call/answer: hang up this many seconds after the answer */
+    const char *limit;     /* chat history: the last N messages */
+    bool keep_unread;      /* chat history, follow: do not mark what is shown read */
     const char *args[4];
     int nargs;
     bool json;
@@ -956,6 +958,9 @@ static int cmd_ping(void)
  * request and its reply are one JSON object per line. */
 
 #define CONTROL_TIMEOUT_MS 15000
+/* Longer for a request that does a lot of work before it answers (a
+ * three-minute voicemail is encoded and stored first). */
+static int control_timeout_ms = CONTROL_TIMEOUT_MS;
 
 /* Sends {"cmd": name, ...extra} and returns the parsed reply, or NULL after
  * printing the error (with *rc set). */
@@ -991,7 +996,7 @@ static cJSON *control_call(const char *name, cJSON *extra, int *rc)
     size_t have = 0;
     while (sent && have < sizeof buf - 1) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, CONTROL_TIMEOUT_MS) != 1) break;
+        if (poll(&p, 1, control_timeout_ms) != 1) break;
         ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
         if (n <= 0) break;
         have += (size_t)n;
@@ -1067,7 +1072,15 @@ static int cmd_status(void)
         printf("supernodes   %.0f alive of %.0f known (gossip)\n", jnum(sv, "supernodes_alive"),
                jnum(sv, "supernodes_known"));
         printf("records      %.0f held as a replica\n", jnum(sv, "records"));
+        const cJSON *mb = cJSON_GetObjectItemCaseSensitive(sv, "mailbox");
+        if (mb)
+            printf("mailbox      %.0f messages for %.0f users (%.0f bytes), %.0f deletes kept\n", jnum(mb, "messages"),
+                   jnum(mb, "boxes"), jnum(mb, "bytes"), jnum(mb, "tombstones"));
     }
+    const cJSON *chat = cJSON_GetObjectItemCaseSensitive(r, "chat");
+    const cJSON *vm = cJSON_GetObjectItemCaseSensitive(r, "voicemail");
+    if (chat) printf("chat         %.0f unread, %.0f sent not yet delivered\n", jnum(chat, "unread"), jnum(chat, "pending"));
+    if (vm) printf("voicemail    %.0f waiting (%.0f new)\n", jnum(vm, "kept"), jnum(vm, "new"));
     cJSON_Delete(r);
     return 0;
 }
@@ -1095,6 +1108,9 @@ static int exit_for(const char *kind)
     if (strcmp(kind, "bad_name") == 0) return EXIT_BAD_NAME;
     if (strcmp(kind, "unreachable") == 0) return EXIT_UNREACHABLE;
     if (strcmp(kind, "bad_request") == 0 || strcmp(kind, "bad_status") == 0) return EXIT_USAGE;
+    if (strcmp(kind, "too_long") == 0 || strcmp(kind, "bad_text") == 0) return EXIT_USAGE;
+    if (strcmp(kind, "local") == 0) return EXIT_LOCAL;
+    if (strcmp(kind, "quota") == 0) return EXIT_REFUSED;
     return EXIT_FAIL;
 }
 
@@ -1399,6 +1415,361 @@ static int cmd_calls(void)
     return 0;
 }
 
+/* ---- chat and voicemail ------------------------------------------------------------------------ */
+
+static void print_time(double t)
+{
+    time_t s = (time_t)t;
+    struct tm tm;
+    char buf[32];
+    localtime_r(&s, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    fputs(buf, stdout);
+}
+
+/* One message of a history, for people. */
+static void print_message(const cJSON *m, const char *me, bool mark_new)
+{
+    bool out = strcmp(jstr(m, "dir"), "out") == 0;
+    const char *state = jstr(m, "state");
+    print_time(jnum(m, out ? "at" : "sent_at"));
+    printf("  %s: %s", out ? me : jstr(m, "peer"), jstr(m, "text"));
+    if (out) printf("  [%s]", strcmp(state, "failed") == 0 ? "FAILED" : state);
+    else if (mark_new && strcmp(state, "new") == 0) printf("  [new]");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "late"))) printf("  (late)");
+    putchar('\n');
+}
+
+/* The text of `chat send`: the arguments after the name, joined by spaces. */
+static const char *chat_text(char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 2; i < g.nargs; i++) {
+        int n = snprintf(buf + len, cap - len, "%s%s", i > 2 ? " " : "", g.args[i]);
+        if (n < 0 || (size_t)n >= cap - len) return NULL;
+        len += (size_t)n;
+    }
+    return buf;
+}
+
+static volatile sig_atomic_t follow_stop;
+static void on_follow_signal(int sig)
+{
+    (void)sig;
+    follow_stop = 1;
+}
+
+static void print_event(const cJSON *e)
+{
+    const char *kind = jstr(e, "event");
+    const char *peer = jstr(e, "peer");
+    if (strcmp(kind, "message") == 0) {
+        print_message(e, "", false);
+    } else if (strcmp(kind, "sent") == 0) {
+        print_time(jnum(e, "at"));
+        printf("  to %s: %s\n", peer, jstr(e, "text"));
+    } else if (strcmp(kind, "stored") == 0) {
+        printf("  -- #%.0f is in %s's mailbox\n", jnum(e, "seq"), peer);
+    } else if (strcmp(kind, "delivered") == 0) {
+        printf("  -- #%.0f delivered to %s\n", jnum(e, "seq"), peer);
+    } else if (strcmp(kind, "read") == 0) {
+        printf("  -- %s read up to #%.0f\n", peer, jnum(e, "seq"));
+    } else if (strcmp(kind, "failed") == 0) {
+        printf("  -- #%.0f NOT delivered to %s (neither directly nor through the mailbox)\n", jnum(e, "seq"), peer);
+    } else if (strcmp(kind, "gap") == 0) {
+        printf("  -- messages #%.0f..#%.0f from %s did not come in time\n", jnum(e, "seq"), jnum(e, "to"), peer);
+    } else if (strcmp(kind, "voicemail") == 0) {
+        printf("  -- voicemail from %s (%.1f s): parley voicemail play %.8s\n", peer, jnum(e, "duration_s"),
+               jstr(e, "id"));
+    }
+    fflush(stdout);
+}
+
+/* `chat follow`: the control connection stays open and the daemon writes
+ * one event per line until we go (SIGINT, SIGTERM, or the daemon stops). */
+static int chat_follow(void)
+{
+    char path[PL_HOME_PATH_MAX + 32];
+    if (g.control) snprintf(path, sizeof path, "%s", g.control);
+    else home_path(path, sizeof path, "control.sock");
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) return fail(EXIT_USAGE, "usage", "the control socket path is too long");
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0) close(fd);
+        return fail(EXIT_NO_DAEMON, "no_daemon", "the daemon is not running (nothing answers at %s; start parleyd)", path);
+    }
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "cmd", "chat");
+    cJSON_AddStringToObject(req, "op", "follow");
+    if (g.nargs >= 2) cJSON_AddStringToObject(req, "name", g.args[1]);
+    if (g.keep_unread) cJSON_AddBoolToObject(req, "mark_read", false);
+    char *line = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    bool sent = line && write_all(fd, (const uint8_t *)line, strlen(line)) && write_all(fd, (const uint8_t *)"\n", 1);
+    free(line);
+    if (!sent) {
+        close(fd);
+        return fail(EXIT_NO_DAEMON, "no_reply", "the daemon at %s did not answer", path);
+    }
+    struct sigaction sig = {.sa_handler = on_follow_signal};
+    sigaction(SIGINT, &sig, NULL);
+    sigaction(SIGTERM, &sig, NULL);
+    static char buf[1 << 16];
+    size_t have = 0;
+    bool first = true;
+    int rc = EXIT_OK;
+    while (!follow_stop) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, 500);
+        if (r < 0 && errno != EINTR) break;
+        if (r <= 0) continue;
+        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+        if (n <= 0) break;
+        have += (size_t)n;
+        buf[have] = 0;
+        char *nl;
+        while ((nl = memchr(buf, '\n', have)) != NULL) {
+            *nl = 0;
+            cJSON *e = cJSON_Parse(buf);
+            if (e && first) {
+                first = false;
+                if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "ok"))) {
+                    const char *k = jstr(e, "error");
+                    rc = fail(exit_for(k), k, "%s", jstr(e, "message"));
+                    cJSON_Delete(e);
+                    close(fd);
+                    return rc;
+                }
+                if (!g.json) {
+                    printf("following %s (Ctrl-C to stop)\n",
+                           strcmp(jstr(e, "following"), "*") == 0 ? "every conversation" : jstr(e, "following"));
+                    fflush(stdout);
+                }
+            } else if (e) {
+                if (g.json) {
+                    printf("%s\n", buf);
+                    fflush(stdout);
+                } else {
+                    print_event(e);
+                }
+            }
+            cJSON_Delete(e);
+            size_t used = (size_t)(nl - buf) + 1;
+            memmove(buf, nl + 1, have - used);
+            have -= used;
+        }
+        if (have == sizeof buf - 1) have = 0; /* a line too long: dropped */
+    }
+    close(fd);
+    return rc;
+}
+
+static int cmd_chat(void)
+{
+    const char *op = g.nargs >= 1 ? g.args[0] : "list";
+    static const char *usage = "usage: parley chat send NAME TEXT | list | history NAME [--limit N] | follow [NAME]";
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "op", op);
+    char text[4096];
+    if (strcmp(op, "send") == 0) {
+        if (g.nargs < 3) {
+            cJSON_Delete(req);
+            return fail(EXIT_USAGE, "usage", "%s", usage);
+        }
+        if (!chat_text(text, sizeof text)) {
+            cJSON_Delete(req);
+            return fail(EXIT_USAGE, "too_long", "the text is too long; a chat message holds at most 640 bytes");
+        }
+        cJSON_AddStringToObject(req, "name", g.args[1]);
+        cJSON_AddStringToObject(req, "text", text);
+    } else if (strcmp(op, "history") == 0 || strcmp(op, "read") == 0) {
+        if (g.nargs != 2) {
+            cJSON_Delete(req);
+            return fail(EXIT_USAGE, "usage", "%s", usage);
+        }
+        cJSON_AddStringToObject(req, "name", g.args[1]);
+        if (g.limit) {
+            char *end;
+            long n = strtol(g.limit, &end, 10);
+            if (*end || n < 1) {
+                cJSON_Delete(req);
+                return fail(EXIT_USAGE, "usage", "--limit wants a positive number");
+            }
+            cJSON_AddNumberToObject(req, "limit", (double)n);
+        }
+        if (g.keep_unread) cJSON_AddBoolToObject(req, "mark_read", false);
+    } else if (strcmp(op, "follow") == 0) {
+        cJSON_Delete(req);
+        if (g.nargs > 2) return fail(EXIT_USAGE, "usage", "%s", usage);
+        return chat_follow();
+    } else if (strcmp(op, "list") != 0) {
+        cJSON_Delete(req);
+        return fail(EXIT_USAGE, "usage", "%s", usage);
+    }
+    int rc;
+    cJSON *r = control_call("chat", req, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+    } else if (strcmp(op, "send") == 0) {
+        printf("sent to %s (#%.0f, %s)\n", jstr(r, "peer"), jnum(r, "seq"),
+               strcmp(jstr(r, "path"), "direct") == 0 ? "directly" : "into the mailbox");
+    } else if (strcmp(op, "history") == 0) {
+        const cJSON *m;
+        int n = 0;
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "messages")) {
+            print_message(m, jstr(r, "me"), true);
+            n++;
+        }
+        if (!n) printf("no messages with %s yet\n", jstr(r, "peer"));
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "more")))
+            printf("(older messages not shown: too many for one reply)\n");
+    } else if (strcmp(op, "list") == 0) {
+        const cJSON *c;
+        int n = 0;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(r, "conversations")) {
+            const cJSON *last = cJSON_GetObjectItemCaseSensitive(c, "last");
+            bool out = strcmp(jstr(last, "dir"), "out") == 0;
+            printf("%-20s %3.0f unread  ", jstr(c, "peer"), jnum(c, "unread"));
+            print_time(jnum(last, out ? "at" : "sent_at"));
+            printf("  %s%.60s%s\n", out ? "you: " : "", jstr(last, "text"), strlen(jstr(last, "text")) > 60 ? "..." : "");
+            n++;
+        }
+        if (!n) printf("no conversations yet (parley chat send NAME TEXT)\n");
+    }
+    cJSON_Delete(r);
+    return EXIT_OK;
+}
+
+/* A path for the daemon, which does not run in our directory. */
+static const char *absolute(const char *path, char *buf, size_t cap)
+{
+    if (path[0] == '/') return path;
+    char cwd[PL_HOME_PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
+    int n = snprintf(buf, cap, "%s/%s", cwd, path);
+    return n > 0 && (size_t)n < cap ? buf : NULL;
+}
+
+static int cmd_voicemail(void)
+{
+    const char *op = g.nargs >= 1 ? g.args[0] : "list";
+    static const char *usage = "usage: parley voicemail leave NAME --from FILE.wav | list | play ID [--to FILE.wav|device] "
+                               "| delete ID";
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "op", op);
+    char path[PL_HOME_PATH_MAX + 64];
+    if (strcmp(op, "leave") == 0) {
+        if (g.nargs != 2 || !g.from) {
+            cJSON_Delete(req);
+            return fail(EXIT_USAGE, "usage", "%s", usage);
+        }
+        const char *from = absolute(g.from, path, sizeof path);
+        if (!from || access(from, R_OK) != 0) {
+            cJSON_Delete(req);
+            return fail(EXIT_LOCAL, "local", "cannot read %s: %s", g.from, from ? strerror(errno) : "path too long");
+        }
+        cJSON_AddStringToObject(req, "name", g.args[1]);
+        cJSON_AddStringToObject(req, "from", from);
+        control_timeout_ms = 120000;
+    } else if (strcmp(op, "play") == 0 || strcmp(op, "delete") == 0) {
+        if (g.nargs != 2) {
+            cJSON_Delete(req);
+            return fail(EXIT_USAGE, "usage", "%s", usage);
+        }
+        cJSON_AddStringToObject(req, "id", g.args[1]);
+        if (strcmp(op, "play") == 0) {
+            const char *to = g.to ? g.to : "device";
+            if (strcmp(to, "device") != 0 && strncmp(to, "device:", 7) != 0) to = absolute(to, path, sizeof path);
+            if (!to) {
+                cJSON_Delete(req);
+                return fail(EXIT_LOCAL, "local", "the path %s is too long", g.to);
+            }
+            cJSON_AddStringToObject(req, "to", to);
+        }
+    } else if (strcmp(op, "list") != 0) {
+        cJSON_Delete(req);
+        return fail(EXIT_USAGE, "usage", "%s", usage);
+    }
+    int rc;
+    cJSON *r = control_call("voicemail", req, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+    } else if (strcmp(op, "leave") == 0) {
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "queued")))
+            printf("voicemail for %s recorded; it will be stored once this node is online (id %.8s)\n", jstr(r, "to"),
+                   jstr(r, "id"));
+        else
+            printf("voicemail for %s: %.1f s (%.0f bytes), stored on %.0f of %.0f replicas (id %.8s)\n", jstr(r, "to"),
+                   jnum(r, "duration_s"), jnum(r, "bytes"), jnum(r, "replicas"), jnum(r, "of"), jstr(r, "id"));
+    } else if (strcmp(op, "list") == 0) {
+        const cJSON *v;
+        int n = 0;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(r, "voicemail")) {
+            printf("%.8s  %-20s ", jstr(v, "id"), jstr(v, "from"));
+            print_time(jnum(v, "sent_at"));
+            printf("  %5.1f s%s\n", jnum(v, "duration_s"),
+                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "heard")) ? "" : "  [new]");
+            n++;
+        }
+        if (!n) printf("no voicemail\n");
+    } else if (strcmp(op, "play") == 0) {
+        printf("%s voicemail from %s (%.1f s) %s %s\n",
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "playing")) ? "playing" : "played", jstr(r, "from"),
+               jnum(r, "duration_s"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "playing")) ? "on" : "to",
+               jstr(r, "to"));
+    } else {
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "pending")))
+            printf("deleted voicemail %.8s here; the store will be told (it did not confirm yet)\n", jstr(r, "id"));
+        else
+            printf("deleted voicemail %.8s (%.0f of %.0f replicas keep the delete)\n", jstr(r, "id"),
+                   jnum(r, "replicas"), jnum(r, "of"));
+    }
+    cJSON_Delete(r);
+    return EXIT_OK;
+}
+
+static int cmd_mailbox(void)
+{
+    const char *op = g.nargs >= 1 ? g.args[0] : "";
+    cJSON *req = cJSON_CreateObject();
+    char path[PL_HOME_PATH_MAX + 64];
+    if (strcmp(op, "held") == 0 && g.nargs == 2) {
+        cJSON_AddStringToObject(req, "op", "held");
+        cJSON_AddStringToObject(req, "name", g.args[1]);
+    } else if (strcmp(op, "dump") == 0 && g.nargs == 2 && absolute(g.args[1], path, sizeof path)) {
+        cJSON_AddStringToObject(req, "op", "dump");
+        cJSON_AddStringToObject(req, "path", absolute(g.args[1], path, sizeof path));
+    } else {
+        cJSON_Delete(req);
+        return fail(EXIT_USAGE, "usage", "usage: parley mailbox held NAME | dump FILE   (a supernode's operator)");
+    }
+    int rc;
+    cJSON *r = control_call("mailbox", req, &rc);
+    if (!r) return rc;
+    if (g.json) {
+        print_json(r);
+    } else if (strcmp(op, "dump") == 0) {
+        printf("wrote %.0f byte strings (%.0f bytes) to %s\n", jnum(r, "strings"), jnum(r, "bytes"), jstr(r, "path"));
+    } else {
+        printf("%s: %.0f messages (%.0f parts, %.0f bytes), %.0f deletes kept; this supernode is %sa replica\n",
+               jstr(r, "name"), jnum(r, "messages"), jnum(r, "parts"), jnum(r, "bytes"), jnum(r, "tombstones"),
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "replica")) ? "" : "not ");
+        const cJSON *e;
+        printf("replicas:");
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "replicas")) printf(" %s", jstr(e, "name"));
+        printf("\n");
+    }
+    cJSON_Delete(r);
+    return EXIT_OK;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(void);
@@ -1431,6 +1802,11 @@ static const command COMMANDS[] = {
     {"mute", cmd_mute, "mute [ID] | unmute [ID]                   stop sending our voice, or send it again"},
     {"unmute", cmd_unmute, NULL},
     {"calls", cmd_calls, "calls                                     calls and their live statistics"},
+    {"chat", cmd_chat, "chat send NAME TEXT | list | history NAME [--limit N] | follow [NAME]\n"
+                       "                                            chat: send, conversations, history, new messages;\n"
+                       "                                            what is shown is marked read (--keep-unread: not)"},
+    {"voicemail", cmd_voicemail, "voicemail leave NAME --from FILE.wav | list | play ID [--to FILE.wav|device] | delete ID"},
+    {"mailbox", cmd_mailbox, "mailbox held NAME | dump FILE             a supernode's share of the mailbox (operators)"},
     {"stop", cmd_stop, "stop                                      stop the daemon"},
     {"help", cmd_help, "help                                      this text"},
 };
@@ -1488,6 +1864,8 @@ int main(int argc, char **argv)
             if (!g.from) g.from = "device";
             if (!g.to) g.to = "device";
         }
+        else if (strcmp(a, "--limit") == 0) slot = &g.limit;
+        else if (strcmp(a, "--keep-unread") == 0) g.keep_unread = true;
         else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
         else if (!g.cmd) g.cmd = a;
         else if (g.nargs < 4) g.args[g.nargs++] = a;

@@ -712,11 +712,94 @@ void pl_chat_seen_add(pl_chat *c, const uint8_t id[PL_ENV_ID_SIZE], pl_time sent
     pl_env_seen_add(&c->seen, id, sent_at, now);
 }
 
+pl_chat_err pl_chat_set_cert(pl_chat *c, const pl_cert *peer, pl_time now)
+{
+    if (!peer || pl_cert_verify(peer, c->ca_pk, now / PL_SEC, c->crl) != PL_CERT_OK ||
+        memcmp(peer->sign_pk, c->id.sign_pk, 32) == 0)
+        return PL_CHAT_ERR_PEER;
+    conv *v = conv_of(c, peer->name, true, NULL);
+    if (!v) return PL_CHAT_ERR_FULL;
+    if (!v->have_cert || peer->not_before >= v->cert.not_before) {
+        v->cert = *peer;
+        v->have_cert = true;
+    }
+    return PL_CHAT_OK;
+}
+
+bool pl_chat_peer_cert(const pl_chat *c, const char *peer, pl_cert *out)
+{
+    const conv *v = conv_of((pl_chat *)c, peer, false, NULL);
+    if (!v || !v->have_cert) return false;
+    *out = v->cert;
+    return true;
+}
+
 size_t pl_chat_pending(const pl_chat *c)
 {
     size_t n = 0;
     for (size_t i = 0; i < PL_CHAT_MAX_PENDING; i++) n += c->out[i].state != OUT_FREE;
     return n;
+}
+
+bool pl_chat_envelope(const pl_chat *c, const uint8_t id[PL_ENV_ID_SIZE], uint8_t *out, size_t cap, size_t *len)
+{
+    for (size_t i = 0; i < PL_CHAT_MAX_PENDING; i++) {
+        const outmsg *o = &c->out[i];
+        if (o->state == OUT_FREE || memcmp(o->st.id, id, PL_ENV_ID_SIZE) != 0) continue;
+        if (o->env_len > cap) return false;
+        memcpy(out, o->env, o->env_len);
+        *len = o->env_len;
+        return true;
+    }
+    return false;
+}
+
+pl_chat_err pl_chat_resume(pl_chat *c, const pl_cert *peer, const uint8_t *env, size_t len, uint64_t seq, bool stored,
+                           pl_time now)
+{
+    pl_env_header h;
+    char norm[PL_NAME_MAX + 1];
+    if (!peer || pl_cert_verify(peer, c->ca_pk, now / PL_SEC, c->crl) != PL_CERT_OK ||
+        memcmp(peer->sign_pk, c->id.sign_pk, 32) == 0 || pl_name_normalize(peer->name, norm) != PL_NAME_OK)
+        return PL_CHAT_ERR_PEER;
+    /* Only a head of ours to this peer: what pl_chat_envelope gave. */
+    if (!env || len > PL_ENV_MAX_SIZE || pl_env_peek(&h, env, len) != PL_ENV_OK || h.part != 0 ||
+        strcmp(h.recipient, norm) != 0 || seq == 0)
+        return PL_CHAT_ERR_PEER;
+    uint32_t ci;
+    conv *v = conv_of(c, norm, true, &ci);
+    if (!v) return PL_CHAT_ERR_FULL;
+    if (seq >= v->out_next) return PL_CHAT_ERR_PEER;
+    outmsg *o = NULL;
+    for (size_t i = 0; i < PL_CHAT_MAX_PENDING; i++) {
+        if (c->out[i].state != OUT_FREE && memcmp(c->out[i].st.id, h.id, PL_ENV_ID_SIZE) == 0) return PL_CHAT_OK;
+        if (!o && c->out[i].state == OUT_FREE) o = &c->out[i];
+    }
+    if (!o) return PL_CHAT_ERR_FULL;
+    v->cert = *peer;
+    v->have_cert = true;
+    memset(o, 0, sizeof *o);
+    memcpy(o->st.id, h.id, PL_ENV_ID_SIZE);
+    memcpy(o->st.recipient, h.recipient, sizeof o->st.recipient);
+    o->st.sent_at = h.sent_at;
+    o->st.content_type = PL_ENV_CHAT;
+    memcpy(o->env, env, len);
+    o->env_len = (uint16_t)len;
+    o->conv = ci;
+    o->seq = seq;
+    if (stored) {
+        o->state = OUT_STORED;
+        o->probe_every = PL_CHAT_PROBE;
+        o->next_at = now + o->probe_every;
+    } else if (send_env_direct(c, v, o->env, o->env_len, now)) {
+        c->stats.sent_direct++;
+        o->state = OUT_DIRECT;
+        o->direct_tries = 1;
+        o->next_at = now + PL_CHAT_RESEND;
+    } else {
+        go_to_mailbox(c, o, now);
+    }
+    return PL_CHAT_OK;
 }
 
 pl_chat_stats pl_chat_get_stats(const pl_chat *c) { return c->stats; }

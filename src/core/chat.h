@@ -151,8 +151,29 @@ pl_time pl_chat_next_timeout(const pl_chat *chat);
 bool pl_chat_get_state(const pl_chat *chat, const char *peer, pl_chat_state *out);
 pl_chat_err pl_chat_set_state(pl_chat *chat, const pl_chat_state *st);
 void pl_chat_seen_add(pl_chat *chat, const uint8_t id[PL_ENV_ID_SIZE], pl_time sent_at, pl_time now);
+/* The peer's certificate as last seen (kept by the daemon, or from the
+ * directory): after a restart, receipts (a read receipt above all) can go
+ * before the peer has sent anything. Refused unless it verifies; an older
+ * one than the core holds is ignored. */
+pl_chat_err pl_chat_set_cert(pl_chat *chat, const pl_cert *peer, pl_time now);
+/* The certificate the core answers the peer to (for the daemon to keep). */
+bool pl_chat_peer_cert(const pl_chat *chat, const char *peer, pl_cert *out);
 /* Messages sent and not yet delivered. */
 size_t pl_chat_pending(const pl_chat *chat);
+/* The sealed envelope of a message sent and not yet delivered: the daemon
+ * keeps it with the message, so that after a restart pl_chat_resume can
+ * offer the very same message again. False when the id is not pending. */
+bool pl_chat_envelope(const pl_chat *chat, const uint8_t id[PL_ENV_ID_SIZE], uint8_t *out, size_t cap,
+                      size_t *len);
+/* After a restart (and pl_chat_set_state): a message sent before and not
+ * yet delivered is pending again, unchanged, so a receiver that has it
+ * already recognises it by its id and only answers with a receipt.
+ * `stored`: a replica took it; it waits for its receipt (offered directly
+ * now and then, as any stored message). Otherwise it goes out again as if
+ * just sent. `seq` is the number it was sent under (below the restored
+ * numbering's next). */
+pl_chat_err pl_chat_resume(pl_chat *chat, const pl_cert *peer, const uint8_t *env, size_t len, uint64_t seq,
+                           bool stored, pl_time now);
 pl_chat_stats pl_chat_get_stats(const pl_chat *chat);
 const char *pl_chat_strerror(pl_chat_err err);
 

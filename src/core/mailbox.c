@@ -160,6 +160,7 @@ typedef struct box {
     uint8_t cert[PL_CERT_MAX_SIZE];
     uint16_t cert_len;
     uint64_t bytes;
+    uint64_t chunk_bytes; /* of parts 1..n: what the byte quota limits */
     uint32_t parts;
     uint8_t watcher[32];
     pl_time watch_until;
@@ -459,6 +460,7 @@ static void msg_remove(pl_mbox *m, box *b, uint32_t i)
     message *x = &b->msgs[i];
     for (uint32_t p = 0; p < x->cap; p++) {
         if (!x->parts[p].bytes) continue;
+        if (p > 0) b->chunk_bytes -= x->parts[p].len;
         sodium_memzero(x->parts[p].bytes, x->parts[p].len);
         m->mem->free(m->mem->ctx, x->parts[p].bytes);
     }
@@ -586,7 +588,11 @@ static uint8_t store_env(pl_mbox *m, const uint8_t *env, size_t len, pl_time now
         m->stats.duplicates++;
         return PL_MBOX_OK;
     }
-    if ((!found && b->n_msgs >= m->max_messages) || b->bytes + len > m->max_bytes) {
+    /* Heads (a chat line, a receipt, the first envelope of a voicemail)
+     * count against the number of messages, each at most PL_ENV_MAX_SIZE;
+     * chunks (the bulk of voicemail) against the bytes. A box full of
+     * voicemail its owner keeps still takes chat. */
+    if ((!found && b->n_msgs >= m->max_messages) || (h.part > 0 && b->chunk_bytes + len > m->max_bytes)) {
         m->stats.quota++;
         if (!b->n_msgs && !b->n_tombs) box_maybe_free(m, b, bidx, now);
         return PL_MBOX_QUOTA;
@@ -625,6 +631,7 @@ static uint8_t store_env(pl_mbox *m, const uint8_t *env, size_t len, pl_time now
     x->n_parts++;
     x->bytes += (uint32_t)len;
     b->bytes += len;
+    if (h.part > 0) b->chunk_bytes += len;
     b->parts++;
     m->stats.bytes += len;
     m->stats.parts++;

@@ -52,7 +52,9 @@ typedef struct pl_mbox_io {
 /* Messages are kept this long after they were sent. */
 #define PL_MBOX_TTL (30 * 86400 * PL_SEC)
 #define PL_MBOX_DEFAULT_MAX_MESSAGES 200          /* per recipient */
-#define PL_MBOX_DEFAULT_MAX_BYTES (4u << 20)      /* per recipient: about 7 three-minute voicemails */
+/* Per recipient, of voicemail chunks (heads are bounded by the message
+ * count): about 7 three-minute voicemails at 24 kbit/s, more with pauses. */
+#define PL_MBOX_DEFAULT_MAX_BYTES (4u << 20)
 #define PL_MBOX_DEFAULT_MAX_TOMBSTONES 1024       /* per recipient; the oldest go first */
 #define PL_MBOX_DEFAULT_MAX_TOTAL ((uint64_t)1 << 30) /* all recipients */
 #define PL_MBOX_DEFAULT_MAX_BOXES (1u << 20)
@@ -76,7 +78,7 @@ typedef struct pl_mbox_config {
     uint8_t replicas;       /* R; 0: PL_MBOX_DEFAULT_REPLICAS */
     unsigned vpoints;       /* ring points per supernode; 0: the ring's default */
     uint32_t max_messages;  /* per recipient; 0: default */
-    uint32_t max_bytes;     /* per recipient; 0: default */
+    uint32_t max_bytes;     /* per recipient, chunks (parts 1..n) only; 0: default */
     uint32_t max_tombstones;/* per recipient; 0: default */
     uint64_t max_total;     /* bytes of all envelopes; 0: default */
     uint32_t max_boxes;     /* recipients; 0: default */

@@ -301,6 +301,8 @@ void pl_mboxc_ack(pl_mboxc *mc, const uint8_t id[PL_ENV_ID_SIZE], pl_time now)
     if (!mc->in_callback) flush_acks(mc, now);
 }
 
+void pl_mboxc_keep(pl_mboxc *mc, const uint8_t id[PL_ENV_ID_SIZE]) { done_add(mc, id); }
+
 static void on_delete_ack(pl_mboxc *mc, request *r, const pl_mbox_msg *in, pl_time now)
 {
     if (in->status != PL_MBOX_OK && (in->status == PL_MBOX_BUSY || in->status == PL_MBOX_UNREACHABLE) &&

@@ -107,6 +107,12 @@ pl_mboxc_err pl_mboxc_deposit(pl_mboxc *mc, const pl_env_sealed *st, const uint8
                               pl_time now);
 /* The consumer kept this message: delete it from the store. */
 void pl_mboxc_ack(pl_mboxc *mc, const uint8_t id[PL_ENV_ID_SIZE], pl_time now);
+/* The consumer holds this message already and wants it left in the store
+ * (a voicemail stays there until its user deletes it, with pl_mboxc_ack):
+ * it is not fetched again in this process. The daemon calls this at start
+ * for what it kept in an earlier run. Remembers up to 1024 ids (more than
+ * a box holds). */
+void pl_mboxc_keep(pl_mboxc *mc, const uint8_t id[PL_ENV_ID_SIZE]);
 /* List and fetch now (also done on every NOTICE with messages). */
 void pl_mboxc_sync(pl_mboxc *mc, pl_time now);
 

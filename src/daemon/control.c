@@ -109,6 +109,7 @@ static cJSON *cmd_status(parleyd *d)
         }
         pd_people_status(d, r);
         pd_phone_status(d, r);
+        pd_messages_status(d, r);
         cJSON_AddNumberToObject(r, "attaches", st.attaches);
         cJSON_AddNumberToObject(r, "losses", st.losses);
         if (st.state == PL_NODE_WAITING)
@@ -136,6 +137,7 @@ static cJSON *cmd_status(parleyd *d)
         }
         pl_dir_stats ds = pl_dir_get_stats(pl_super_directory(super));
         cJSON_AddNumberToObject(sv, "records", (double)ds.records);
+        pd_mailbox_status(d, sv);
     }
     return r;
 }
@@ -205,6 +207,9 @@ static const control_command CONTROL_COMMANDS[] = {
     {"mute", true, pd_cmd_call_action},
     {"unmute", true, pd_cmd_call_action},
     {"calls", true, pd_cmd_calls},
+    {"chat", true, pd_cmd_chat},
+    {"voicemail", true, pd_cmd_voicemail},
+    {"mailbox", false, pd_cmd_mailbox},
 };
 
 static void control_line(parleyd *d, control_client *c, const char *line)
@@ -234,6 +239,7 @@ static void control_line(parleyd *d, control_client *c, const char *line)
 static void control_drop(parleyd *d, control_client *c)
 {
     if (pl_stack_node(d->stack)) pd_people_client_gone(d, c->fd);
+    pd_messages_client_gone(d, c->fd);
     pl_loop_unwatch_fd(d->loop, c->fd);
     close(c->fd);
     c->fd = -1;

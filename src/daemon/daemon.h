@@ -6,6 +6,9 @@
  *   control.c  the control socket and its command table
  *   people.c   the directory as the user sees it: look-ups, contacts,
  *              presence (contacts.db)
+ *   messages.c chat (messages.db), following new messages; a supernode's
+ *              mailbox as its operator sees it
+ *   voicemail.c leaving, keeping, playing and deleting voicemail
  */
 #ifndef PL_DAEMON_H
 #define PL_DAEMON_H
@@ -13,6 +16,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 
+#include "audio.h"
 #include "contacts.h"
 #include "home.h"
 #include "keymap.h"
@@ -127,6 +131,8 @@ typedef struct parleyd {
     pl_time audio_next;
     bool audio_running;
     FILE *media_trace;
+    /* messages.c, voicemail.c (a node) */
+    struct pd_messages *msg;
 } parleyd;
 
 
@@ -175,5 +181,34 @@ cJSON *pd_cmd_answer(parleyd *d, int fd, const cJSON *req);
 cJSON *pd_cmd_call_action(parleyd *d, int fd, const cJSON *req);
 cJSON *pd_cmd_calls(parleyd *d, int fd, const cJSON *req);
 void pd_phone_status(parleyd *d, cJSON *status);
+/* ---- messages.c, voicemail.c ---- */
+/* A node: opens messages.db and the chat engine, restores what an earlier
+ * run left (state, undelivered messages, voicemail kept or being deleted). */
+int pd_messages_open(parleyd *d);
+void pd_messages_close(parleyd *d);
+/* From the stack: mail client events, link events, chat from another user. */
+void pd_messages_on_mail(parleyd *d, const pl_mboxc_event *ev);
+void pd_messages_on_link(parleyd *d, const pl_link_event *ev);
+void pd_messages_user_message(void *ctx, const uint8_t pk[32], const pl_cert *cert, const uint8_t *msg, size_t len,
+                              pl_time now);
+/* A look-up answered; false when it was not ours. */
+bool pd_messages_on_lookup(parleyd *d, const pl_dirc_event *ev);
+void pd_messages_client_gone(parleyd *d, int fd);
+void pd_messages_status(parleyd *d, cJSON *status);
+/* A supernode: what its share of the mailbox holds (status serving{}). */
+void pd_mailbox_status(parleyd *d, cJSON *serving);
+cJSON *pd_cmd_chat(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_voicemail(parleyd *d, int fd, const cJSON *req);
+cJSON *pd_cmd_mailbox(parleyd *d, int fd, const cJSON *req);
+/* Leaves a voicemail for `name`, recorded from `src` (taken over and closed
+ * when done): a WAV file, or what is left of a call's audio. Recording ends
+ * with the source, at three minutes, or at pd_voicemail_stop; then it is
+ * sealed for the callee's key and stored on the callee's replicas. With
+ * refuse_long a source longer than three minutes is refused instead of cut.
+ * reply_fd: a control client to answer when stored, or -1. Returns the job
+ * (0: refused, the source is closed). */
+uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, bool refuse_long,
+                            int reply_fd);
+void pd_voicemail_stop(parleyd *d, uint32_t job);
 
 #endif

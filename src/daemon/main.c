@@ -488,6 +488,8 @@ static void on_event(void *ctx, const pl_stack_event *ev)
                            : e->type == PL_SUPER_EV_CLIENT_LOST   ? "lost"
                                                                   : "left";
         pd_log(d, "client %s (%s) at %s %s", e->name, hex, addr, what);
+    } else if (ev->type == PL_STACK_EV_LINK) {
+        pd_messages_on_link(d, ev->link);
     } else if (ev->type == PL_STACK_EV_PROMOTED) {
         pd_log(d, "promoted: serving as a supernode too, on %s", pl_addr_format(&d->local, addr, sizeof addr));
         open_supernode_tcp(d);
@@ -728,7 +730,7 @@ int main(int argc, char **argv)
                            .membership = d.role == PL_ROLE_SUPERNODE};
     memcpy(cfg.ca_pk, d.ca_pk, 32);
     pd_phone_configure(&d, &cfg);
-    pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event};
+    pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event, pd_messages_user_message};
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));
     if (d.have_crl) pl_sec_set_crl(pl_link_sec(pl_stack_link(d.stack)), &d.crl, pl_loop_now(d.loop));
@@ -748,6 +750,7 @@ int main(int argc, char **argv)
     if ((rc = pd_control_open(&d))) return rc;
     if (d.role == PL_ROLE_NODE && (rc = pd_people_open(&d))) return rc;
     if (d.role == PL_ROLE_NODE && (rc = pd_phone_open(&d))) return rc;
+    if (d.role == PL_ROLE_NODE && (rc = pd_messages_open(&d))) return rc;
     if (pipe2(d.signal_pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         pl_loop_watch_fd(d.loop, d.signal_pipe[0], PL_FD_READ, on_stop_signal, NULL);
         signal_fd = d.signal_pipe[1];
@@ -774,6 +777,7 @@ int main(int argc, char **argv)
     if (d.udp) pl_udp_flush(d.udp);
     if (pl_stack_node(d.stack)) save_hosts(&d);
     pd_control_close(&d);
+    pd_messages_close(&d);
     pd_people_close(&d);
     pl_stack_free(d.stack);
     pl_loop_free(d.loop);

@@ -189,6 +189,7 @@ void pd_on_directory(parleyd *d, const pl_dirc_event *ev)
             pd_control_reply(d, fd, r);
             return;
         }
+        pd_messages_on_lookup(d, ev);
         break;
     case PL_DIRC_EV_PRESENCE: {
         pd_presence *p = presence_of(d, ev->name, false);
@@ -213,14 +214,9 @@ void pd_on_directory(parleyd *d, const pl_dirc_event *ev)
     }
 }
 
-/* Mail: what waits in the mailbox. Messages are acknowledged (and so
- * deleted from the store) only once they are kept here; until chat and
- * voicemail are wired in, they stay in the store. */
-void pd_on_mail(parleyd *d, const pl_mboxc_event *ev)
-{
-    if (ev->type == PL_MBOXC_EV_NOTICE && ev->messages)
-        pd_log(d, "mailbox: %u message%s waiting (%u bytes)", ev->messages, ev->messages == 1 ? "" : "s", ev->bytes);
-}
+/* Mail: chat and voicemail (messages.c), which acknowledges messages (and
+ * so deletes them from the store) only once they are kept here. */
+void pd_on_mail(parleyd *d, const pl_mboxc_event *ev) { pd_messages_on_mail(d, ev); }
 
 void pd_people_client_gone(parleyd *d, int fd)
 {

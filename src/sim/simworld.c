@@ -176,7 +176,7 @@ static bool make_stack(pl_simhost *h)
     cfg.bootstrap = h->bootstrap;
     cfg.self_addr = h->peer.addr;
     if (h->world->ring && cfg.role == PL_ROLE_SUPERNODE) cfg.shared_ring = h->world->ring;
-    pl_stack_io io = {h, send_datagram, send_message, NULL, stack_event};
+    pl_stack_io io = {h, send_datagram, send_message, NULL, stack_event, NULL};
     if (pl_stack_new(&h->stack, &cfg, &io) != PL_STACK_OK) return false;
     pl_node *node = pl_stack_node(h->stack);
     if (node)
