@@ -12,15 +12,20 @@
 #   BENCH_SWARM_KEEP=1   keep the work directory (homes, supernode logs)
 #   PARLEY_BUILD         the build to run (build/release)
 #
-# It runs niced: the machine is shared, and its figures are per CPU-second
-# of the supernode process, so other load costs time, not accuracy.
+# Priorities: the clients (the heavy part: up to a core and ~4 GiB for
+# 200,000) run at nice 19 and are what the kernel kills first if memory runs
+# out; the supernode under test runs at the normal priority. A supernode at
+# nice 10 beside other people's tests at nice 0 got a tenth of their share,
+# fell tens of seconds behind its socket and lost its clients for silence:
+# that measures the machine, not parleyd. Its figures are per CPU-second of
+# the supernode process, so other load costs time, less so accuracy.
 set -u
 B=${PARLEY_BUILD:-build/release}
 export PARLEY_BUILD=$B
 for f in "$B/parleyd" "$B/parley" "$B/bench/swarm"; do
     [ -x "$f" ] || { echo "swarm.sh: no $f (run make first)" >&2; exit 1; }
 done
-nice -n 10 "$B/bench/swarm" || exit 1
+"$B/bench/swarm" || exit 1
 SIM=${BENCH_SWARM_SIM:-0}
 if [ "$SIM" -gt 0 ]; then
     echo "the same on the simulator (bench_supernode, $SIM clients):"
