@@ -49,10 +49,12 @@ BINS   := $(BUILD)/parley $(BUILD)/parley-ca $(BUILD)/parleyd $(BUILD)/parley-im
 TESTS  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOLS  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 BENCHES:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+# The load generator of `make bench-swarm` (not run by `make bench`).
+SWARM  := $(BUILD)/bench/swarm
 
 .SECONDARY:
-.PHONY: all test test-asan bench bench-sim fuzz fuzz-smoke clean deps demo check fuzzers
-all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES)
+.PHONY: all test test-asan bench bench-sim bench-swarm fuzz fuzz-smoke clean deps demo check fuzzers
+all: $(BINS) $(TESTS) $(TOOLS) $(BENCHES) $(SWARM)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -97,6 +99,10 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $^ -o $@ $(LDLIBS_ALL)
 
+# It mints its certificates with the tests' signing authority (tests/pki.c).
+$(SWARM): $(BUILD)/bench/swarm.o $(BUILD)/tests/pki.o $(LIB)
+	$(CC) $^ -o $@ $(LDLIBS_ALL)
+
 # The test command: every test program and script, then one summary line.
 test: all
 	@tests/run.sh $(BUILD)
@@ -111,6 +117,11 @@ bench: all
 # The overlay at 100k/1k (storm, cascade) and 1M/10k in the simulator: long.
 bench-sim: all
 	@bench/sim.sh
+
+# A real parleyd supernode under 200,000 real clients on loopback: idle
+# clients per core, memory per client, look-ups per second (a few minutes).
+bench-swarm: all
+	@bench/swarm.sh
 
 # libFuzzer targets, built with clang. fuzz-smoke runs each briefly (CI);
 # `make fuzz FUZZ_SECONDS=600` runs a longer campaign.

@@ -724,6 +724,36 @@ static void a_store_refuses_replays_even_after_the_newer_record_expired(void)
     CHECK_EQ(offer(cur, cur_len, &a6, &ca, NULL, NOW + 120, "alice", &why), PL_RECORD_OFFER_REPLACE);
 }
 
+/* A candidate the caller verified already (a supernode storing its own
+ * client's publish) goes through the same ordering rules, without a second
+ * verification: stale and conflicting records are still refused. */
+static void a_store_orders_records_it_verified_itself_the_same_way(void)
+{
+    ca_keys ca = make_ca();
+    user alice;
+    make_user(&alice, &ca, "alice", 1);
+    pl_record a4 = signed_record(&alice, 4, NOW - 100, 3600), a5 = signed_record(&alice, 5, NOW, 600);
+    uint8_t cur[PL_RECORD_MAX_SIZE], b4[PL_RECORD_MAX_SIZE], b5[PL_RECORD_MAX_SIZE];
+    size_t cur_len = encode(&a5, cur), n4 = encode(&a4, b4), n5 = encode(&a5, b5);
+    pl_record_err why;
+    CHECK_EQ(pl_record_slot_offer_verified(NULL, 0, b5, n5, ca.pk, NULL, NOW, "alice", &why), PL_RECORD_OFFER_REPLACE);
+    CHECK_EQ(why, PL_RECORD_OK);
+    CHECK_EQ(pl_record_slot_offer_verified(cur, cur_len, b5, n5, ca.pk, NULL, NOW, "alice", &why), PL_RECORD_OFFER_KEEP);
+    CHECK_EQ(pl_record_slot_offer_verified(cur, cur_len, b4, n4, ca.pk, NULL, NOW, "alice", &why),
+             PL_RECORD_OFFER_REFUSE);
+    CHECK_EQ(why, PL_RECORD_ERR_STALE);
+    /* Bytes that do not decode are still refused. */
+    CHECK_EQ(pl_record_slot_offer_verified(cur, cur_len, b4, n4 - 1, ca.pk, NULL, NOW, "alice", &why),
+             PL_RECORD_OFFER_REFUSE);
+    CHECK_EQ(why, PL_RECORD_ERR_MALFORMED);
+    /* The signature is the caller's business: it is not checked again (the
+     * plain offer refuses the same bytes). */
+    b5[n5 - 1] ^= 1;
+    CHECK_EQ(pl_record_slot_offer_verified(NULL, 0, b5, n5, ca.pk, NULL, NOW, "alice", &why), PL_RECORD_OFFER_REPLACE);
+    CHECK_EQ(pl_record_slot_offer(NULL, 0, b5, n5, ca.pk, NULL, NOW, "alice", &why), PL_RECORD_OFFER_REFUSE);
+    CHECK_EQ(why, PL_RECORD_ERR_SIGNATURE);
+}
+
 static void two_records_with_one_sequence_number_conflict(void)
 {
     ca_keys ca = make_ca();
@@ -808,6 +838,7 @@ int main(void)
     RUN(records_of_one_user_are_ordered_by_sequence);
     RUN(a_store_keeps_the_newest_record_of_a_user);
     RUN(a_store_refuses_replays_even_after_the_newer_record_expired);
+    RUN(a_store_orders_records_it_verified_itself_the_same_way);
     RUN(two_records_with_one_sequence_number_conflict);
     RUN(a_new_key_takes_the_name_over_only_once_the_old_record_stops_verifying);
     RUN(errors_have_messages);

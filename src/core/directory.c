@@ -465,8 +465,9 @@ static void notify_watchers(pl_dir *d, const slot *s, pl_time now)
 
 static void sub_update(pl_dir *d, const char *name, const uint8_t *rec, size_t len, bool offline, pl_time now);
 
-/* Offers a record to the local store; returns the STORE_ACK status. */
-static uint8_t store_record(pl_dir *d, const uint8_t *rec, size_t len, pl_time now)
+/* Offers a record to the local store; returns the STORE_ACK status.
+ * verified: the caller has just verified it (our own client's publish). */
+static uint8_t store_record(pl_dir *d, const uint8_t *rec, size_t len, bool verified, pl_time now)
 {
     pl_record r;
     if (pl_record_decode(&r, rec, len) != PL_RECORD_OK) {
@@ -486,8 +487,11 @@ static uint8_t store_record(pl_dir *d, const uint8_t *rec, size_t len, pl_time n
     uint32_t idx;
     slot *s = slot_of(d, key, &idx);
     pl_record_err why;
-    pl_record_offer o = pl_record_slot_offer(s && s->bytes ? s->bytes : NULL, s && s->bytes ? s->len : 0, rec, len,
-                                             d->ca_pk, d->crl, now / PL_SEC, norm, &why);
+    const uint8_t *cur = s && s->bytes ? s->bytes : NULL;
+    size_t cur_len = cur ? s->len : 0;
+    pl_record_offer o =
+        verified ? pl_record_slot_offer_verified(cur, cur_len, rec, len, d->ca_pk, d->crl, now / PL_SEC, norm, &why)
+                 : pl_record_slot_offer(cur, cur_len, rec, len, d->ca_pk, d->crl, now / PL_SEC, norm, &why);
     if (o == PL_RECORD_OFFER_KEEP) {
         return PL_DIR_OK;
     }
@@ -580,7 +584,7 @@ static void on_publish(pl_dir *d, const uint8_t pk[32], const pl_cert *cert, con
                         .record_len = in->record_len};
     for (uint8_t i = 0; i < p->n_rep; i++) {
         if (is_self(d, p->reps[i])) {
-            uint8_t st = store_record(d, in->record, in->record_len, now);
+            uint8_t st = store_record(d, in->record, in->record_len, true, now);
             p->acked |= (uint16_t)(1u << i);
             if (st == PL_DIR_OK) p->stored++;
         } else {
@@ -974,7 +978,7 @@ bool pl_dir_peer_message(pl_dir *d, const uint8_t pk[32], const pl_addr *from, c
     if (pl_ovl_decode_dir(&m, msg, len)) return true;
     switch (t) {
     case PL_OVL_STORE: {
-        uint8_t st = store_record(d, m.record, m.record_len, now);
+        uint8_t st = store_record(d, m.record, m.record_len, false, now);
         if (!(m.flags & PL_DIR_F_HANDOVER)) {
             pl_ovl_dir ack = {.type = PL_OVL_STORE_ACK, .req = m.req, .status = st};
             send_msg(d, pk, from, &ack, now);
@@ -1185,7 +1189,7 @@ static void hand_over(pl_dir *d, pl_time now)
                         .record_len = c->record_len};
         for (size_t k = 0; k < nb; k++) {
             if (in_list(a, na, b[k])) continue;
-            if (is_self(d, b[k])) store_record(d, c->record, c->record_len, now);
+            if (is_self(d, b[k])) store_record(d, c->record, c->record_len, false, now);
             else send_peer(d, b[k], &m, now);
             d->stats.handed_over++;
         }

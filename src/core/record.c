@@ -316,9 +316,9 @@ pl_record_err pl_record_newer(const pl_record *a, const pl_record *b, int *order
     return PL_RECORD_OK;
 }
 
-pl_record_offer pl_record_slot_offer(const uint8_t *current, size_t current_len, const uint8_t *candidate,
-                                     size_t candidate_len, const uint8_t ca_pk[32], const pl_crl *crl,
-                                     uint64_t now_s, const char *expected_name, pl_record_err *why)
+static pl_record_offer slot_offer(const uint8_t *current, size_t current_len, const uint8_t *candidate,
+                                  size_t candidate_len, bool candidate_verified, const uint8_t ca_pk[32],
+                                  const pl_crl *crl, uint64_t now_s, const char *expected_name, pl_record_err *why)
 {
     pl_record_err dummy;
     if (!why) why = &dummy;
@@ -327,7 +327,7 @@ pl_record_offer pl_record_slot_offer(const uint8_t *current, size_t current_len,
     pl_record cand, cur;
     *why = pl_record_decode(&cand, candidate, candidate_len);
     if (*why != PL_RECORD_OK) return PL_RECORD_OFFER_REFUSE;
-    *why = pl_record_verify(&cand, ca_pk, crl, now_s, expected_name, NULL);
+    if (!candidate_verified) *why = pl_record_verify(&cand, ca_pk, crl, now_s, expected_name, NULL);
     if (*why != PL_RECORD_OK) return PL_RECORD_OFFER_REFUSE;
     /* An empty slot, or one holding something that is not a record (a store
      * that lost bytes), takes any record that verifies. */
@@ -360,6 +360,20 @@ pl_record_offer pl_record_slot_offer(const uint8_t *current, size_t current_len,
      * addresses the user left. */
     *why = PL_RECORD_ERR_STALE;
     return PL_RECORD_OFFER_REFUSE;
+}
+
+pl_record_offer pl_record_slot_offer(const uint8_t *current, size_t current_len, const uint8_t *candidate,
+                                     size_t candidate_len, const uint8_t ca_pk[32], const pl_crl *crl,
+                                     uint64_t now_s, const char *expected_name, pl_record_err *why)
+{
+    return slot_offer(current, current_len, candidate, candidate_len, false, ca_pk, crl, now_s, expected_name, why);
+}
+
+pl_record_offer pl_record_slot_offer_verified(const uint8_t *current, size_t current_len, const uint8_t *candidate,
+                                              size_t candidate_len, const uint8_t ca_pk[32], const pl_crl *crl,
+                                              uint64_t now_s, const char *expected_name, pl_record_err *why)
+{
+    return slot_offer(current, current_len, candidate, candidate_len, true, ca_pk, crl, now_s, expected_name, why);
 }
 
 const char *pl_record_strerror(pl_record_err err)

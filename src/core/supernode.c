@@ -323,6 +323,11 @@ static void manage_load(pl_super *s, pl_time now)
     uint32_t high = s->max_clients * PL_SUPER_HIGH_WATER / 100;
     bool over_bandwidth = s->max_kbps && s->traffic_kbps >= s->max_kbps * PL_SUPER_HIGH_WATER / 100;
     if ((s->stats.clients < high && !over_bandwidth) || now < s->next_promote || !s->members) return;
+    /* The scan below walks the whole client table: not at every tick of a
+     * full supernode (hundreds a second with 200,000 sessions' timers),
+     * only when someone qualified and at most once a second. */
+    if (!s->stats.qualified) return;
+    s->next_promote = now + PL_SEC;
     for (uint32_t i = 0; i < s->high; i++) {
         client *c = &s->clients[i];
         if (c->state != CLIENT_ATTACHED || !c->qualified || c->asked_promote) continue;
