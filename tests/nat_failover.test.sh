@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # nat_failover.test.sh - calls that lose their path, and calls in privacy
-# mode, in the NAT lab (tests/netlab/lab.sh). Two public supernodes; users
-# behind port-restricted cone NATs (alice on sn1, bob on sn2), behind
-# symmetric NATs (carol on sn1, dave on sn2: only relays work between them),
-# and priv (port-restricted, privacy mode). Shown:
+# mode, in the NAT lab (tests/netlab/lab.sh). Two overlays of two public
+# supernodes each. On sn1/sn2: users behind port-restricted cone NATs (alice
+# on sn1, bob on sn2), behind symmetric NATs (carol on sn1, dave on sn2:
+# only relays work between them), and priv (port-restricted, privacy mode).
+# On sn3/sn4: erin and frank, behind symmetric NATs, both attached to sn3.
+# Shown:
 #  - failover from the direct path: alice calls bob, the call goes direct;
 #    mid-call an nftables drop rule on alice's router (its own table, by
 #    name) cuts every packet between the two homes. Media resumes on a relay
@@ -11,10 +13,13 @@
 #    packet, from a capture in each user's namespace, is printed and
 #    asserted. The rule is deleted again and the call moves back to the
 #    direct path;
-#  - failover from a relay: carol calls dave, relayed; mid-call the
-#    supernode whose relay carries the call is killed (kill -9). Media
-#    resumes through the other supernode's relay within 300 ms both ways;
-#    the call goes on to its end;
+#  - failover from a relay: carol calls dave, relayed (a relay at each one's
+#    supernode); mid-call the supernode whose relay carries the call is
+#    killed (kill -9). Media resumes through the other supernode's relay
+#    within 300 ms both ways; the call goes on to its end;
+#  - the same when both ends are attached to the supernode that dies (erin
+#    calls frank, both on sn3): each end also holds a relay at its standby
+#    supernode (sn4), and the call goes on through it;
 #  - privacy mode: priv calls bob, and alice calls priv. A capture in the
 #    other user's namespace over the whole call, set-up included, holds no
 #    packet from priv's home (its public address, its LAN address) while it
@@ -76,8 +81,8 @@ lab_init || { bad "the lab cannot run here: $LAB_ERROR"; finish; }
 T=$LAB_DIR
 chmod 755 "$T"
 
-USERS="alice bob carol dave priv"
-plx_register sn1 sn2 $USERS || { bad "identities are registered" "$LAB_ERROR"; finish; }
+USERS="alice bob carol dave priv erin frank"
+plx_register sn1 sn2 sn3 sn4 $USERS || { bad "identities are registered" "$LAB_ERROR"; finish; }
 build() {
     lab_internet || return 1
     lab_home alice port-restricted || return 1
@@ -85,19 +90,27 @@ build() {
     lab_home carol symmetric || return 1
     lab_home dave symmetric || return 1
     lab_home priv port-restricted || return 1
-    plx_supernodes
+    lab_home erin symmetric || return 1
+    lab_home frank symmetric || return 1
+    plx_supernodes || return 1
+    # A second overlay, which never hears of the first.
+    plx_supernodes sn3 203.0.113.30 198.51.100.30 sn4 203.0.113.40
 }
 build || { bad "the lab is built" "$LAB_ERROR"; finish; }
-SN1_PID=$PLX_SN1_PID
-SN2_PID=$PLX_SN2_PID
 ANSWER="--auto-answer --answer-from tone:660"
-plx_start alice alice --bootstrap-file "$T/sn.list" $ANSWER || { bad "alice starts" "$LAB_ERROR"; finish; }
-plx_start bob bob --bootstrap-file "$T/sn.rev" $ANSWER || { bad "bob starts" "$LAB_ERROR"; finish; }
-plx_start carol carol --bootstrap-file "$T/sn.list" $ANSWER || { bad "carol starts" "$LAB_ERROR"; finish; }
-plx_start dave dave --bootstrap-file "$T/sn.rev" $ANSWER || { bad "dave starts" "$LAB_ERROR"; finish; }
-plx_start priv priv --bootstrap-file "$T/sn.list" $ANSWER --private || { bad "priv starts" "$LAB_ERROR"; finish; }
-plx_wait_published $USERS && ok "five users attached and published (alice, carol, priv on sn1; bob, dave on sn2)" ||
-    { bad "every user attaches and publishes" "$LAB_ERROR"; finish; }
+plx_start alice alice --bootstrap-file "$T/sn1.list" $ANSWER || { bad "alice starts" "$LAB_ERROR"; finish; }
+plx_start bob bob --bootstrap-file "$T/sn1.rev" $ANSWER || { bad "bob starts" "$LAB_ERROR"; finish; }
+plx_start carol carol --bootstrap-file "$T/sn1.list" $ANSWER || { bad "carol starts" "$LAB_ERROR"; finish; }
+plx_start dave dave --bootstrap-file "$T/sn1.rev" $ANSWER || { bad "dave starts" "$LAB_ERROR"; finish; }
+plx_start priv priv --bootstrap-file "$T/sn1.list" $ANSWER --private || { bad "priv starts" "$LAB_ERROR"; finish; }
+plx_start erin erin --bootstrap-file "$T/sn3.list" $ANSWER || { bad "erin starts" "$LAB_ERROR"; finish; }
+plx_start frank frank --bootstrap-file "$T/sn3.list" $ANSWER || { bad "frank starts" "$LAB_ERROR"; finish; }
+if plx_wait_published $USERS; then
+    ok "seven users attached and published (alice, carol, priv on sn1; bob, dave on sn2; erin, frank on sn3)"
+else
+    bad "every user attaches and publishes" "$LAB_ERROR"
+    finish
+fi
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 now() { date +%s.%N; }
@@ -235,45 +248,56 @@ privacy_call priv bob bob
 privacy_call alice priv alice
 
 # ---- 3. the relaying supernode dies mid-call ------------------------------------------------------------------
-C_LAN=$(lab_addr carol); D_LAN=$(lab_addr dave)
-capture carol relay_c; CC=$CAP_PID
-capture dave relay_d; CD=$CAP_PID
-timeout 40 "$B/parley" --home "$T/carol" --json call dave --tone 440 --duration 6 >"$T/relay.out" 2>&1 &
-CALL=$!
-if wait_path carol relayed 100 && wait_path dave relayed 40; then
-    ok "carol calls dave (two symmetric NATs): the call is relayed"
-else
-    bad "carol's call to dave is relayed" "$(newest carol)"
-fi
-sleep 1.5
-j=$(newest carol)
-via=$(plx_field "$j" .path.via)
-alive=$(plx_field "$j" .path.paths_alive)
-case "$via" in
-    203.0.113.10:*) victim=sn1; VPID=$SN1_PID; other=203.0.113.20 ;;
-    *) victim=sn2; VPID=$SN2_PID; other=203.0.113.10 ;;
-esac
-check "the call has a standby: two relayed paths alive (through $via and the other supernode)" 'a >= 2' "$alive"
-KILL_AT=$(now)
-kill -9 "$VPID"
-ok "kill -9 $victim (pid $VPID), whose relay carries the call ($via)"
-sleep 1.5
-j_c=$(newest carol); j_d=$(newest dave)
-case "$(plx_field "$j_c" .path.via)/$(plx_field "$j_d" .path.via)" in
-    $other:*/$other:*) ok "both ends moved to the other supernode's relay ($other)" ;;
-    *) bad "both ends moved to the other supernode's relay ($other)" "carol: $j_c" "dave: $j_d" ;;
-esac
-wait "$CALL"
-rc=$?
-stop_capture "$CC" "$CD"
-out=$(jq -c 'select(type == "object")' "$T/relay.out" 2>/dev/null | tail -1)
-check "the call goes on to its end (exit 0, hung up, voice both ways)" 'a == 0 && b == "hangup" && c > 250' \
-    "$rc" "$(plx_field "$out" .end)" "$(plx_field "$out" .stats.packets_received)"
-voice_times "$T/relay_c.pcap" "$C_LAN" >"$T/relay_c.times"
-voice_times "$T/relay_d.pcap" "$D_LAN" >"$T/relay_d.times"
-set -- $(gap_at "$T/relay_c.times" "$KILL_AT"); GC=${1:-}; OC=${2:-}
-set -- $(gap_at "$T/relay_d.times" "$KILL_AT"); GD=${1:-}; OD=${2:-}
-echo "     supernode killed: dave -> carol gap ${GC:-?} ms (starting ${OC:-?} ms after the kill), carol -> dave gap ${GD:-?} ms (at ${OD:-?} ms)"
-check_gap "relay -> relay: dave's voice reaches carol again within $GAP_MAX_MS ms" "$GC"
-check_gap "relay -> relay: carol's voice reaches dave again within $GAP_MAX_MS ms" "$GD"
+# relay_kill CALLER CALLEE SN_A SN_B: the call is relayed through SN_A or SN_B; kill the one carrying it.
+relay_kill() {
+    local caller=$1 callee=$2 sa=$3 sb=$4
+    local lan_c lan_e cc ce call j via alive victim other vpid kill_at rc out gc oc ge oe
+    lan_c=$(lab_addr "$caller"); lan_e=$(lab_addr "$callee")
+    capture "$caller" "relay_$caller"; cc=$CAP_PID
+    capture "$callee" "relay_$callee"; ce=$CAP_PID
+    timeout 40 "$B/parley" --home "$T/$caller" --json call "$callee" --tone 440 --duration 6 >"$T/relay_$caller.out" 2>&1 &
+    call=$!
+    if wait_path "$caller" relayed 100 && wait_path "$callee" relayed 40; then
+        ok "$caller calls $callee (two symmetric NATs): the call is relayed"
+    else
+        bad "$caller's call to $callee is relayed" "$(newest "$caller")"
+    fi
+    sleep 1.5
+    j=$(newest "$caller")
+    via=$(plx_field "$j" .path.via)
+    alive=$(plx_field "$j" .path.paths_alive)
+    if [ "${via%:*}" = "$(lab_addr "$sa")" ]; then victim=$sa; other=$sb; else victim=$sb; other=$sa; fi
+    vpid=${PLX_SN_PID[$victim]}
+    check "the call has standby paths ($via active, paths alive:)" 'a >= 2' "$alive"
+    kill_at=$(now)
+    kill -9 "$vpid"
+    wait "$vpid" 2>/dev/null
+    ok "kill -9 $victim (pid $vpid), whose relay carries the call ($via)"
+    sleep 1.5
+    local jc je
+    jc=$(newest "$caller"); je=$(newest "$callee")
+    local oa; oa=$(lab_addr "$other")
+    case "$(plx_field "$jc" .path.via)/$(plx_field "$je" .path.via)" in
+        $oa:*/$oa:*) ok "both ends moved to $other's relay ($oa)" ;;
+        *) bad "both ends moved to $other's relay ($oa)" "$caller: $jc" "$callee: $je" ;;
+    esac
+    wait "$call"
+    rc=$?
+    stop_capture "$cc" "$ce"
+    out=$(jq -c 'select(type == "object")' "$T/relay_$caller.out" 2>/dev/null | tail -1)
+    check "the call goes on to its end (exit 0, hung up, voice both ways)" 'a == 0 && b == "hangup" && c > 250' \
+        "$rc" "$(plx_field "$out" .end)" "$(plx_field "$out" .stats.packets_received)"
+    voice_times "$T/relay_$caller.pcap" "$lan_c" >"$T/relay_$caller.times"
+    voice_times "$T/relay_$callee.pcap" "$lan_e" >"$T/relay_$callee.times"
+    set -- $(gap_at "$T/relay_$caller.times" "$kill_at"); gc=${1:-}; oc=${2:-}
+    set -- $(gap_at "$T/relay_$callee.times" "$kill_at"); ge=${1:-}; oe=${2:-}
+    echo "     $victim killed: $callee -> $caller gap ${gc:-?} ms (starting ${oc:-?} ms after the kill), $caller -> $callee gap ${ge:-?} ms (at ${oe:-?} ms)"
+    check_gap "relay -> relay: $callee's voice reaches $caller again within $GAP_MAX_MS ms" "$gc"
+    check_gap "relay -> relay: $caller's voice reaches $callee again within $GAP_MAX_MS ms" "$ge"
+}
+relay_kill carol dave sn1 sn2
+# Both ends on sn3: their relays there, and one each at their standby, sn4.
+grep -q 'attached to supernode sn3' "$T/erin.log" && grep -q 'attached to supernode sn3' "$T/frank.log" &&
+    ok "erin and frank are both attached to sn3" || bad "erin and frank are both attached to sn3"
+relay_kill erin frank sn3 sn4
 finish

@@ -149,8 +149,8 @@ build || { bad "the lab is built" "$LAB_ERROR"; finish; }
 i=0
 for u in "${USERS[@]}"; do
     # Half the users attach to sn1 first, half to sn2: calls cross supernodes.
-    list=$T/sn.list
-    [ $((i % 2)) = 1 ] && list=$T/sn.rev
+    list=$T/sn1.list
+    [ $((i % 2)) = 1 ] && list=$T/sn1.rev
     i=$((i + 1))
     plx_start "$u" "$u" --bootstrap-file "$list" --auto-answer --answer-from tone:660 --ring-timeout 10 ||
         { bad "$u starts" "$LAB_ERROR"; finish; }

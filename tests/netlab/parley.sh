@@ -9,12 +9,14 @@
 #                               certificates are files), an identity for
 #                               every USER under $T/USER; the CA stops again
 #   plx_key_of USER             the user's key fingerprint (hex)
-#   plx_supernodes              public hosts sn1 (203.0.113.10 and
-#                               198.51.100.10: NAT discovery's second address)
-#                               and sn2 (203.0.113.20), each running a
-#                               supernode; writes $T/sn.list (sn1 first) and
-#                               $T/sn.rev (sn2 first), the bootstrap files;
-#                               their daemons' pids in PLX_SN1_PID, PLX_SN2_PID
+#   plx_supernodes [N1 A1 ALT1 N2 A2]
+#                               two public hosts, each running a supernode,
+#                               that know each other: N1 (default sn1) at A1
+#                               (203.0.113.10) and ALT1 (198.51.100.10: NAT
+#                               discovery's second address), N2 (sn2) at A2
+#                               (203.0.113.20); writes the bootstrap files
+#                               $T/N1.list (N1 first) and $T/N1.rev (N2
+#                               first); their pids in PLX_SN_PID[N1], [N2]
 #   plx_start HOST USER ARGS... parleyd for USER inside HOST (log $T/USER.log),
 #                               waits for "listening"; sets PLX_PID
 #   plx_wait_published USER...  waits until every user's record is published
@@ -32,8 +34,7 @@
 
 PLX_PID=""
 PLX_CA_PID=""
-PLX_SN1_PID=""
-PLX_SN2_PID=""
+declare -A PLX_SN_PID=()
 PLX_CALLER="{}"
 PLX_CALLEE="{}"
 PLX_RC=0
@@ -80,17 +81,18 @@ plx_start() {
     plx_wait_line "$T/$u.log" '^listening' || { LAB_ERROR="$u did not start: $(tail -3 "$T/$u.log")"; return 1; }
 }
 
-plx_supernodes() {
-    lab_public sn1 203.0.113.10 198.51.100.10 || return 1
-    lab_public sn2 203.0.113.20 || return 1
-    echo "$(plx_key_of sn1) 203.0.113.10:7400" >"$T/sn.list"
-    echo "$(plx_key_of sn2) 203.0.113.20:7400" >>"$T/sn.list"
-    tac "$T/sn.list" >"$T/sn.rev"
-    plx_start sn1 sn1 --role supernode --listen 203.0.113.10:7400 --alt-listen 198.51.100.10:7401 \
-        --bootstrap-file "$T/sn.list" || return 1
-    PLX_SN1_PID=$PLX_PID
-    plx_start sn2 sn2 --role supernode --listen 203.0.113.20:7400 --bootstrap-file "$T/sn.list" || return 1
-    PLX_SN2_PID=$PLX_PID
+plx_supernodes() { # [NAME1 ADDR1 ALT1 NAME2 ADDR2]
+    local n1=${1:-sn1} a1=${2:-203.0.113.10} alt1=${3:-198.51.100.10} n2=${4:-sn2} a2=${5:-203.0.113.20}
+    lab_public "$n1" "$a1" "$alt1" || return 1
+    lab_public "$n2" "$a2" || return 1
+    echo "$(plx_key_of "$n1") $a1:7400" >"$T/$n1.list"
+    echo "$(plx_key_of "$n2") $a2:7400" >>"$T/$n1.list"
+    tac "$T/$n1.list" >"$T/$n1.rev"
+    plx_start "$n1" "$n1" --role supernode --listen "$a1:7400" --alt-listen "$alt1:7401" \
+        --bootstrap-file "$T/$n1.list" || return 1
+    PLX_SN_PID[$n1]=$PLX_PID
+    plx_start "$n2" "$n2" --role supernode --listen "$a2:7400" --bootstrap-file "$T/$n1.list" || return 1
+    PLX_SN_PID[$n2]=$PLX_PID
 }
 
 plx_wait_published() {
