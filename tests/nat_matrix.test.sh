@@ -9,7 +9,9 @@
 # is two different NATs of that type. Each unordered pair {X, Y} is one call
 # (<X>a calls <Y>b by name, a tone both ways for a short while). Then the
 # same-home rows: two LAN hosts behind one router, for each type that has a
-# LAN, and for the three endpoint-independent types with hairpinning on.
+# LAN, and for the three endpoint-independent types with hairpinning on;
+# and one pair behind one NAT that listen on their LAN addresses, so they
+# publish host candidates (direct over the LAN, no hairpin needed).
 #
 # For every call the table shows the path each end used at the end of the
 # call (direct UDP, relayed UDP, relayed TCP), when it took it, how long the
@@ -77,16 +79,18 @@ filtering_of() {
         none) echo none ;; full-cone) echo eif ;; restricted) echo adf ;; *) echo apdf ;;
     esac
 }
-# expect_path X Y SAME_HOME -> "direct" or "relayed" (docs/nat.md, section 6).
+# expect_path X Y SAME_HOME [HOST_ADDRESSES] -> "direct" or "relayed"
+# (docs/nat.md, section 6).
 expect_path() {
-    local x=$1 y=$2 same=$3 mx my fx fy
+    local x=$1 y=$2 same=$3 hostc=${4:-0} mx my fx fy
     mx=$(mapping_of "$x"); my=$(mapping_of "$y"); fx=$(filtering_of "$x"); fy=$(filtering_of "$y")
     # 1. No UDP, no direct path.
     [ "$mx" = blocked ] || [ "$my" = blocked ] && { echo relayed; return; }
-    # 2. Behind one NAT: the only address either knows of the other is the
-    #    NAT's public one (no host candidates are published); only a NAT that
-    #    hairpins takes it back in.
+    # 2. Behind one NAT: unless they publish their LAN addresses (host
+    #    candidates), the only address either knows of the other is the
+    #    NAT's public one; only a NAT that hairpins takes it back in.
     if [ "$same" = 1 ]; then
+        [ "$hostc" = 1 ] && { echo direct; return; }
         case $x in *-hairpin) echo direct ;; *) echo relayed ;; esac
         return
     fi
@@ -108,7 +112,9 @@ transport_of() { [ "$(mapping_of "$1")" = blocked ] && echo tcp || echo udp; }
 
 # ---- the users --------------------------------------------------------------------------------------
 # Cross-home: <t>a and <t>b for every type. Same home: <t>a2 behind <t>a's
-# router; hairpin homes <t>ha with a second host <t>ha2.
+# router; hairpin homes <t>ha with a second host <t>ha2; and hca, hca2
+# behind one port-restricted NAT, listening on their LAN addresses (so they
+# publish host candidates).
 USERS=()
 declare -A HOST_TYPE=()
 for t in $TYPES; do
@@ -124,6 +130,7 @@ for t in full-cone-hairpin restricted-hairpin port-restricted-hairpin; do
     HOST_TYPE[${s}a]=$t
     HOST_TYPE[${s}a2]=$t
 done
+USERS+=(hca hca2)
 t0=$(date +%s.%N)
 plx_register sn1 sn2 "${USERS[@]}" || { bad "identities are registered" "$LAB_ERROR"; finish; }
 echo "     ${#USERS[@]} users and 2 supernodes registered in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
@@ -142,6 +149,8 @@ build() {
         lab_home "${s}a" "$t" || return 1
         lab_lan_host "${s}a" "${s}a2" || return 1
     done
+    lab_home hca port-restricted || return 1
+    lab_lan_host hca hca2 || return 1
     plx_supernodes
 }
 t0=$(date +%s.%N)
@@ -152,7 +161,9 @@ for u in "${USERS[@]}"; do
     list=$T/sn1.list
     [ $((i % 2)) = 1 ] && list=$T/sn1.rev
     i=$((i + 1))
-    plx_start "$u" "$u" --bootstrap-file "$list" --auto-answer --answer-from tone:660 --ring-timeout 10 ||
+    listen=()
+    case $u in hca|hca2) listen=(--listen "$(lab_addr "$u"):0") ;; esac
+    plx_start "$u" "$u" --bootstrap-file "$list" --auto-answer --answer-from tone:660 --ring-timeout 10 "${listen[@]}" ||
         { bad "$u starts" "$LAB_ERROR"; finish; }
 done
 if plx_wait_published "${USERS[@]}"; then
@@ -171,11 +182,11 @@ rows=0
 good_rows=0
 n_direct=0
 n_relayed=0
-# one_call LABEL_X LABEL_Y CALLER CALLEE TYPE_X TYPE_Y SAME_HOME
+# one_call LABEL_X LABEL_Y CALLER CALLEE TYPE_X TYPE_Y SAME_HOME [HOST_ADDRESSES]
 one_call() {
-    local lx=$1 ly=$2 caller=$3 callee=$4 tx=$5 ty=$6 same=$7
+    local lx=$1 ly=$2 caller=$3 callee=$4 tx=$5 ty=$6 same=$7 hostc=${8:-0}
     local want c_kind c_tr e_kind e_tr ans media since changes rx1 rx2 verdict
-    want=$(expect_path "$tx" "$ty" "$same")
+    want=$(expect_path "$tx" "$ty" "$same" "$hostc")
     plx_call "$caller" "$callee" "$DUR"
     c_kind=$(plx_field "$PLX_CALLER" .path.kind); c_tr=$(plx_field "$PLX_CALLER" .path.transport)
     e_kind=$(plx_field "$PLX_CALLEE" .path.kind); e_tr=$(plx_field "$PLX_CALLEE" .path.transport)
@@ -221,8 +232,9 @@ for t in full-cone full-cone-hairpin restricted restricted-hairpin port-restrict
     s=$(short "$t")
     one_call "$t" "(same home)" "${s}a" "${s}a2" "$t" "$t" 1
 done
+one_call "port-restricted" "(same home, LAN addr)" hca hca2 port-restricted port-restricted 1 1
 elapsed=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
-echo "     $rows calls ($cross pairs of homes, $((rows - cross)) same-home pairs) in $elapsed s:"
+echo "     $rows calls ($cross pairs of homes, $((rows - cross)) same-home pairs) in $elapsed s (LAN addr: the two publish host candidates):"
 sed 's/^/     /' "$TABLE"
 for r in "${FAILED_ROWS[@]}"; do echo "     failed: $r"; done
 [ "$cross" = $((ntypes * (ntypes + 1) / 2)) ] && ok "every unordered pair of the $ntypes NAT types was called ($cross calls)" ||
