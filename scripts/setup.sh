@@ -12,7 +12,7 @@ set -eu
 # the outgoing proxies tests/proxy.test.sh tunnels through.
 PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
           stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev tcpdump tshark
-          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables tinyproxy dante-server microsocks)
+          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables tinyproxy dante-server microsocks jq)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -790,6 +790,59 @@ static void failover_between_relays_when_a_supernode_dies(void)
     world_free(w);
 }
 
+/* Each side also holds a channel at the other's relay (a standby relay, as
+ * the phone asks of a standby supernode), so each relay carries two of the
+ * call's paths. When the active relay dies, both sides go straight to the
+ * other relay: never to the dead relay's other channel, which would cost a
+ * second fail_after of silence. */
+static void failover_skips_the_other_channels_of_a_dead_relay(void)
+{
+    for (uint64_t seed = 30; seed < 36; seed++) {
+        call_setup cs = {NAT_SYMMETRIC, NAT_CONE, false, {0}};
+        world *w = world_new(seed, &cs);
+        place_call(w, &cs);
+        user *a = w->users[0], *b = w->users[1];
+        relay_host *ra = &w->relays[0], *rb = &w->relays[1];
+        pl_time now = pl_simnet_now(w->net);
+        pl_relay_grant ga, gb;
+        CHECK_EQ(pl_relay_allocate_channel(rb->relay, a->u.id.sign_pk, b->u.id.sign_pk, now, &ga), PL_RELAY_OK);
+        CHECK_EQ(pl_relay_allocate_channel(ra->relay, b->u.id.sign_pk, a->u.id.sign_pk, now, &gb), PL_RELAY_OK);
+        CHECK_EQ(pl_path_add_relay(a->pm, &rb->udp, ga.channel, ga.token_self, true, now), PL_PATH_OK);
+        CHECK_EQ(pl_path_add_relay(b->pm, &ra->udp, gb.channel, gb.token_self, true, now), PL_PATH_OK);
+        pl_path_offer oa = {.n_relays = 1}, ob = {.n_relays = 1};
+        oa.relays[0] = (pl_path_offer_relay){rb->udp, ga.channel, ga.token_peer};
+        ob.relays[0] = (pl_path_offer_relay){ra->udp, gb.channel, gb.token_peer};
+        CHECK_EQ(pl_path_apply_offer(b->pm, &oa, now), PL_PATH_OK);
+        CHECK_EQ(pl_path_apply_offer(a->pm, &ob, now), PL_PATH_OK);
+        user_schedule(a);
+        user_schedule(b);
+        run_for(w, 5 * PL_SEC);
+        int relayed_alive = 0;
+        for (int s = 0; s < PL_PATH_MAX; s++) {
+            pl_path_info pi;
+            if (pl_path_get(a->pm, s, &pi) && pi.kind == PL_PATH_RELAY_UDP && pi.state == PL_PATH_ALIVE) relayed_alive++;
+        }
+        CHECK_EQ(relayed_alive, 4);
+        pl_path_info ia, ib;
+        active_info(a, &ia);
+        CHECK(ia.kind == PL_PATH_RELAY_UDP);
+        pl_addr dead = ia.remote;
+        uint64_t fa = pl_path_get_stats(a->pm).failovers, fb = pl_path_get_stats(b->pm).failovers;
+        pl_time gap_a, gap_b;
+        pl_time gap = cut_active_and_measure(w, &gap_a, &gap_b);
+        if (seed == 30)
+            printf("  four relayed paths, two per relay; the active relay dies: media gap %.0f ms at alice, %.0f ms at bob\n",
+                   (double)gap_a / PL_MSEC, (double)gap_b / PL_MSEC);
+        CHECK(gap <= 300 * PL_MSEC);
+        /* One failover each, straight to the live relay. */
+        CHECK(pl_path_get_stats(a->pm).failovers - fa <= 1 && pl_path_get_stats(b->pm).failovers - fb <= 1);
+        active_info(a, &ia);
+        active_info(b, &ib);
+        CHECK(!pl_addr_same_host(&ia.remote, &dead) && !pl_addr_same_host(&ib.remote, &dead));
+        world_free(w);
+    }
+}
+
 static void the_standby_is_probed_about_once_a_second_and_the_active_one_rides_on_media(void)
 {
     call_setup cs = {NAT_SYMMETRIC, NAT_CONE, false, {0}};
@@ -1142,6 +1195,7 @@ int main(void)
     RUN(a_symmetric_nat_meets_a_public_host_through_a_peer_reflexive_path);
     RUN(failover_from_the_direct_path_to_a_relay_within_300_ms);
     RUN(failover_between_relays_when_a_supernode_dies);
+    RUN(failover_skips_the_other_channels_of_a_dead_relay);
     RUN(the_standby_is_probed_about_once_a_second_and_the_active_one_rides_on_media);
     RUN(privacy_mode_never_sends_to_the_peers_addresses);
     RUN(a_udp_blocked_node_talks_through_a_tcp_relay);

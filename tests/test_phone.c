@@ -53,6 +53,11 @@ typedef struct lab {
     bool hold_next;
     uint64_t direct_from_private; /* datagrams from the private user's address to its peer's */
     pl_simhost *private_user, *private_peer;
+    /* no datagram between these two (their direct paths are cut) */
+    pl_simhost *cut_a, *cut_b;
+    /* voice-sized datagrams sent to the watched host: the longest gap */
+    pl_simhost *watch;
+    pl_time watch_last, watch_gap, watch_from;
     /* a pinned key, for the trust test */
     bool pin_set;
     uint8_t pinned[32];
@@ -141,6 +146,15 @@ static void audio_tick(void *ctx, pl_time now)
 static bool tap(void *ctx, pl_simhost *from, const pl_addr *to, uint8_t *data, size_t *len)
 {
     lab *l = ctx;
+    if (l->cut_a && ((from == l->cut_a && pl_addr_equal(to, &pl_simhost_peer(l->cut_b)->addr)) ||
+                     (from == l->cut_b && pl_addr_equal(to, &pl_simhost_peer(l->cut_a)->addr))))
+        return false;
+    if (l->watch && pl_addr_equal(to, &pl_simhost_peer(l->watch)->addr) && *len > 90 &&
+        (data[0] == PL_RELAY_MAGIC || data[0] == 4)) {
+        pl_time t = now_of(l);
+        if (l->watch_last && t >= l->watch_from && t - l->watch_last > l->watch_gap) l->watch_gap = t - l->watch_last;
+        l->watch_last = t;
+    }
     if (l->private_user && from == l->private_user && l->private_peer &&
         pl_addr_equal(to, &pl_simhost_peer(l->private_peer)->addr))
         l->direct_from_private++;
@@ -511,6 +525,63 @@ static void private_callee_is_relayed(void)
     lab_down(&l);
 }
 
+/* Alice and carol are both attached to super1 and cannot reach each other
+ * directly: without more, every relay of the call is at super1. Each also
+ * asks its standby supernode (super2) for a relay, so when the supernode
+ * whose relay carries the call dies, the call goes on through the other
+ * within a few packet intervals. The control, without standby relays: when
+ * super1 dies the call goes silent. */
+static void standby_relay_outlives_the_common_supernode(void)
+{
+    for (int with = 1; with >= 0; with--) {
+        pl_phone_config pc = phone_cfg_normal;
+        pc.no_standby_relay = !with;
+        const pl_phone_config *cfgs[3] = {&pc, &pc, &pc};
+        lab l;
+        lab_up(&l, 3, cfgs, 0);
+        l.cut_a = l.users[0].host;
+        l.cut_b = l.users[2].host;
+        l.watch = l.users[0].host;
+        for (int u = 0; u < 3; u += 2)
+            CHECK(memcmp(pl_node_get_status(pl_stack_node(pl_simhost_stack(l.users[u].host))).supernode.pk,
+                         pl_simhost_peer(l.sn[0])->pk, 32) == 0);
+        uint32_t a = dial(&l, 0, "carol");
+        run_for(&l, 3 * PL_SEC);
+        pl_phone_call_info ai = info_of(&l, 0, a), ci = info_of(&l, 2, l.users[2].incoming_id);
+        CHECK_EQ(ai.state, PL_CALL_ACTIVE);
+        CHECK(ai.path.kind == PL_PATH_RELAY_UDP && ci.path.kind == PL_PATH_RELAY_UDP);
+        pl_relay_stats r2 = pl_relay_get_stats(pl_callsvc_relay(pl_super_calls(pl_stack_super(pl_simhost_stack(l.sn[1])))));
+        CHECK_EQ(r2.standby_allocated, with ? 2u : 0u);
+        CHECK_EQ(pl_phone_get_stats(phone_of(l.users[0].host)).standby_grants, with ? 1u : 0u);
+        /* Kill the supernode whose relay carries the call. */
+        int victim = pl_addr_same_host(&ai.path.remote, &pl_simhost_peer(l.sn[0])->addr) ? 0 : 1;
+        CHECK(with || victim == 0);
+        uint64_t a_rx = ai.stats.packets_received, c_rx = ci.stats.packets_received;
+        l.watch_from = now_of(&l);
+        pl_simhost_crash(l.sn[victim]);
+        run_for(&l, 3 * PL_SEC);
+        ai = info_of(&l, 0, a);
+        ci = info_of(&l, 2, l.users[2].incoming_id);
+        uint64_t a_got = ai.stats.packets_received - a_rx, c_got = ci.stats.packets_received - c_rx;
+        if (with) {
+            printf("     super%d (its relay carried the call) dies: alice heard %llu, carol %llu of 150 packets in the "
+                   "next 3 s; longest gap at alice %.0f ms; now via %s\n",
+                   victim + 1, (unsigned long long)a_got, (unsigned long long)c_got, l.watch_gap / 1e3,
+                   pl_addr_same_host(&ai.path.remote, &pl_simhost_peer(l.sn[1 - victim])->addr) ? "the other" : "?");
+            CHECK_EQ(ai.state, PL_CALL_ACTIVE);
+            CHECK(a_got > 135 && c_got > 135);
+            CHECK(l.watch_gap > 0 && l.watch_gap < 300 * PL_MSEC);
+            CHECK(pl_addr_same_host(&ai.path.remote, &pl_simhost_peer(l.sn[1 - victim])->addr));
+            CHECK(pl_addr_same_host(&ci.path.remote, &pl_simhost_peer(l.sn[1 - victim])->addr));
+        } else {
+            printf("     without standby relays: alice heard %llu, carol %llu packets in the 3 s after super1 died\n",
+                   (unsigned long long)a_got, (unsigned long long)c_got);
+            CHECK(a_got < 20 && c_got < 20);
+        }
+        lab_down(&l);
+    }
+}
+
 static void changed_key_warns_or_refuses(void)
 {
     lab l;
@@ -656,6 +727,7 @@ int main(void)
     RUN(glare);
     RUN(unreachable_and_network_failure);
     RUN(private_callee_is_relayed);
+    RUN(standby_relay_outlives_the_common_supernode);
     RUN(changed_key_warns_or_refuses);
     RUN(tampered_and_replayed_media_dropped);
     RUN(lossy_network);

@@ -493,7 +493,8 @@ static void limits_per_client_per_relay_and_per_side_hold(void)
 
 static void allocation_requests_answer_only_attached_nodes(void)
 {
-    harness *h = harness_new(NULL);
+    pl_relay_config strict = {.no_standby = true};
+    harness *h = harness_new(&strict);
     pl_time now = pl_simnet_now(h->net);
     uint8_t msg[64], out[256];
     size_t out_len;
@@ -527,6 +528,44 @@ static void allocation_requests_answer_only_attached_nodes(void)
     CHECK(!pl_relay_message(h->relay, OWNER, true, msg, n, now, out, sizeof out, &out_len));
     msg[0] = 0x06;
     CHECK(!pl_relay_message(h->relay, OWNER, true, msg, n, now, out, sizeof out, &out_len));
+    harness_free(h);
+}
+
+/* A node attached to another supernode gets a standby relay here: a few
+ * allocations, then CLIENT_LIMIT; attached nodes keep their own, larger
+ * share. */
+static void nodes_attached_elsewhere_get_a_few_standby_allocations(void)
+{
+    harness *h = harness_new(NULL);
+    pl_time now = pl_simnet_now(h->net);
+    uint8_t msg[64], out[256];
+    size_t out_len;
+    pl_relay_allocate req = {.req = 7};
+    memcpy(req.peer_pk, PEER, 32);
+    size_t n = pl_relay_encode_allocate(msg, sizeof msg, &req);
+    pl_relay_grant g;
+    for (int i = 0; i < PL_RELAY_DEFAULT_MAX_PER_STANDBY; i++) {
+        CHECK(pl_relay_message(h->relay, OTHER, false, msg, n, now, out, sizeof out, &out_len));
+        CHECK_EQ(pl_relay_decode_grant(&g, out, out_len), PL_RELAY_ERR_OK);
+        CHECK(g.req == 7 && g.status == PL_RELAY_OK && g.channel != 0 && g.n_addrs == 2);
+    }
+    CHECK(pl_relay_message(h->relay, OTHER, false, msg, n, now, out, sizeof out, &out_len));
+    CHECK_EQ(pl_relay_decode_grant(&g, out, out_len), PL_RELAY_ERR_OK);
+    CHECK_EQ(g.status, PL_RELAY_CLIENT_LIMIT);
+    pl_relay_stats st = pl_relay_get_stats(h->relay);
+    CHECK_EQ(st.allocations, PL_RELAY_DEFAULT_MAX_PER_STANDBY);
+    CHECK_EQ(st.standby_allocated, PL_RELAY_DEFAULT_MAX_PER_STANDBY);
+    CHECK_EQ(st.refused_client_limit, 1);
+    /* The same key, once attached here, has the attached share. */
+    for (int i = PL_RELAY_DEFAULT_MAX_PER_STANDBY; i < PL_RELAY_DEFAULT_MAX_PER_CLIENT; i++) {
+        CHECK(pl_relay_message(h->relay, OTHER, true, msg, n, now, out, sizeof out, &out_len));
+        CHECK_EQ(pl_relay_decode_grant(&g, out, out_len), PL_RELAY_ERR_OK);
+        CHECK_EQ(g.status, PL_RELAY_OK);
+    }
+    CHECK(pl_relay_message(h->relay, OTHER, true, msg, n, now, out, sizeof out, &out_len));
+    CHECK_EQ(pl_relay_decode_grant(&g, out, out_len), PL_RELAY_ERR_OK);
+    CHECK_EQ(g.status, PL_RELAY_CLIENT_LIMIT);
+    CHECK_EQ(pl_relay_get_stats(h->relay).standby_allocated, PL_RELAY_DEFAULT_MAX_PER_STANDBY);
     harness_free(h);
 }
 
@@ -721,6 +760,7 @@ int main(void)
     RUN(idle_allocations_expire);
     RUN(limits_per_client_per_relay_and_per_side_hold);
     RUN(allocation_requests_answer_only_attached_nodes);
+    RUN(nodes_attached_elsewhere_get_a_few_standby_allocations);
     RUN(thousands_of_allocations_stay_findable_through_growth_and_churn);
     RUN(a_secure_session_runs_through_the_relay_from_udp_to_tcp);
     return pl_test_summary();

@@ -259,16 +259,24 @@ static bool fresh(const pl_path *pm, const path *p, pl_time now)
     return p->used && p->state == PL_PATH_ALIVE && now - p->last_ack <= PL_PATH_STANDBY_FRESH;
 }
 
-static int best_alive(const pl_path *pm, int exclude, bool need_fresh, pl_time now)
+/* The best alive path but `exclude`; with `avoid`, none whose datagrams go
+ * to that host. */
+static int best_alive_avoiding(const pl_path *pm, int exclude, bool need_fresh, const pl_addr *avoid, pl_time now)
 {
     int best = -1;
     for (int i = 0; i < PL_PATH_MAX; i++) {
         const path *p = &pm->p[i];
         if (!p->used || i == exclude || p->state != PL_PATH_ALIVE) continue;
         if (need_fresh && !fresh(pm, p, now)) continue;
+        if (avoid && pl_addr_same_host(&p->remote, avoid)) continue;
         if (best < 0 || better(p, &pm->p[best])) best = i;
     }
     return best;
+}
+
+static int best_alive(const pl_path *pm, int exclude, bool need_fresh, pl_time now)
+{
+    return best_alive_avoiding(pm, exclude, need_fresh, NULL, now);
 }
 
 static void switch_to(pl_path *pm, int slot, pl_path_reason reason, pl_time now)
@@ -323,7 +331,12 @@ static void evaluate(pl_path *pm, pl_time now)
 {
     if (!pm->session_up) return;
     if (pm->active >= 0 && now >= silence_deadline(pm)) {
-        int b = best_alive(pm, pm->active, true, now);
+        /* A standby that goes through another host first: when a relay
+         * (or the peer's address) stops delivering on one path, its other
+         * paths are likely dead too (a supernode that died holds both ends'
+         * channels there), and trying one would cost another fail_after. */
+        int b = best_alive_avoiding(pm, pm->active, true, &pm->p[pm->active].remote, now);
+        if (b < 0) b = best_alive(pm, pm->active, true, now);
         if (b >= 0) {
             demote(pm, &pm->p[pm->active], now);
             pm->stats.failovers++;

@@ -59,6 +59,15 @@ struct pcall {
     pl_relay_grant grant;
     uint8_t grant_sn[32];
     pl_addr relay_at; /* where our supernode's relay is, as we reach it */
+    /* the standby relay, at a standby supernode of ours: a call whose relays
+     * are all at one supernode (both ends attached to it) would not survive
+     * the loss of that supernode */
+    bool sb_asked, sb_pending, sb_granted;
+    uint32_t sb_req;
+    pl_time sb_deadline;
+    pl_relay_grant sb_grant;
+    uint8_t sb_sn[32];
+    pl_addr sb_at; /* where we reach the standby supernode (UDP) */
     /* first contact */
     uint8_t knocks;
     pl_time next_knock;
@@ -110,6 +119,7 @@ struct pl_phone {
 };
 
 static pl_sec *sec_of(pl_phone *ph) { return pl_link_sec(ph->link); }
+static bool from_supernode(pl_phone *ph, const uint8_t pk[32]);
 
 /* ---- the call table ------------------------------------------------------------------------ */
 
@@ -273,8 +283,26 @@ static void repin_one(pl_phone *ph, pcall *pc)
     if (p && !pl_addr_equal(pl_sec_peer_addr(p), sa)) pl_sec_peer_set_addr(p, sa);
 }
 
+/* A relay grant's addresses in an offer, with the peer's token. */
+static void offer_relays(pl_path_offer *o, const pl_relay_grant *g, const pl_addr *reached_at)
+{
+    for (uint8_t i = 0; i < g->n_addrs && o->n_relays < PL_PATH_OFFER_MAX_RELAYS; i++) {
+        pl_path_offer_relay *r = &o->relays[o->n_relays++];
+        r->addr = g->addrs[i];
+        /* A relay bound to a wildcard names no address: the peer reaches
+         * it where we reach its supernode. */
+        static const uint8_t any[16];
+        if (memcmp(r->addr.ip, any, r->addr.family == PL_AF_INET4 ? 4 : 16) == 0 &&
+            r->addr.family == reached_at->family)
+            memcpy(r->addr.ip, reached_at->ip, 16);
+        r->channel = g->channel;
+        r->token = g->token_peer;
+    }
+}
+
 /* What this side offers the peer: its candidates (not in privacy mode) and
- * its relay allocation with the peer's token. */
+ * its relay allocations (at its supernode and at a standby supernode) with
+ * the peer's tokens. */
 static size_t own_offer(pl_phone *ph, const pcall *pc, uint8_t *buf, size_t cap)
 {
     pl_path_offer o;
@@ -305,20 +333,8 @@ static size_t own_offer(pl_phone *ph, const pcall *pc, uint8_t *buf, size_t cap)
             c->addr.transport = PL_ADDR_UDP;
         }
     }
-    if (pc->granted) {
-        for (uint8_t i = 0; i < pc->grant.n_addrs && o.n_relays < PL_PATH_OFFER_MAX_RELAYS; i++) {
-            pl_path_offer_relay *r = &o.relays[o.n_relays++];
-            r->addr = pc->grant.addrs[i];
-            /* A relay bound to a wildcard names no address: the peer reaches
-             * it where we reach our supernode. */
-            static const uint8_t any[16];
-            if (memcmp(r->addr.ip, any, r->addr.family == PL_AF_INET4 ? 4 : 16) == 0 &&
-                r->addr.family == pc->relay_at.family)
-                memcpy(r->addr.ip, pc->relay_at.ip, 16);
-            r->channel = pc->grant.channel;
-            r->token = pc->grant.token_peer;
-        }
-    }
+    if (pc->granted) offer_relays(&o, &pc->grant, &pc->relay_at);
+    if (pc->sb_granted) offer_relays(&o, &pc->sb_grant, &pc->sb_at);
     return pl_path_encode_offer(buf, cap, &o);
 }
 
@@ -481,6 +497,55 @@ static void apply_offer(pl_phone *ph, pcall *pc, const uint8_t *msg, size_t len)
     apply_decoded_offer(ph, pc, &o);
 }
 
+/* Asks a standby supernode of ours (one we are not attached to) for a
+ * second relay channel, so that the call has a relay at two different
+ * supernodes even when both ends are attached to the same one. The request
+ * goes over a session of its own with that supernode (opened now if there
+ * is none); nothing waits for the answer. Not over TCP: a node whose UDP
+ * is blocked keeps to its one stream. */
+static void allocate_standby(pl_phone *ph, pcall *pc)
+{
+    if (pc->sb_asked) return;
+    pc->sb_asked = true;
+    pl_node_status st = pl_node_get_status(ph->node);
+    if (ph->cfg.no_standby_relay || st.state != PL_NODE_ATTACHED || st.tcp || ph->cfg.tcp_only || !st.n_standby ||
+        memcmp(st.standby[0].pk, st.supernode.pk, 32) == 0)
+        return;
+    pl_relay_allocate m = {.req = ++ph->next_req};
+    memcpy(m.peer_pk, pc->pk, 32);
+    uint8_t buf[64];
+    size_t n = pl_relay_encode_allocate(buf, sizeof buf, &m);
+    pl_addr at = st.standby[0].addr;
+    at.transport = PL_ADDR_UDP;
+    if (!n || pl_link_send(ph->link, st.standby[0].pk, &at, buf, n, ph->now) != PL_LINK_OK) return;
+    memcpy(pc->sb_sn, st.standby[0].pk, 32);
+    pc->sb_at = at;
+    pc->sb_req = m.req;
+    pc->sb_pending = true;
+    pc->sb_deadline = ph->now + PL_PHONE_STANDBY_ALLOC_TIMEOUT;
+    ph->stats.standby_requests++;
+}
+
+/* The standby grant came: a relayed path of ours through it, and the peer
+ * is told (offers in the session, or the handshake sent again on it). */
+static void standby_settled(pl_phone *ph, pcall *pc, const pl_relay_grant *g)
+{
+    pc->sb_pending = false;
+    if (g->status != PL_RELAY_OK) {
+        ph->stats.standby_refusals++;
+        return;
+    }
+    pc->sb_granted = true;
+    pc->sb_grant = *g;
+    ph->stats.standby_grants++;
+    if (pc->pm) pl_path_add_relay(pc->pm, &pc->sb_at, g->channel, g->token_self, true, ph->now);
+    replay_initiation(ph, pc);
+    if (pc->session_up && pc->alloc_done) {
+        pc->offers_left = PL_PHONE_OFFER_TRIES;
+        pc->next_offer = ph->now;
+    }
+}
+
 /* Asks our supernode for a relay channel for the call with pc's peer. */
 static void allocate(pl_phone *ph, pcall *pc)
 {
@@ -498,6 +563,7 @@ static void allocate(pl_phone *ph, pcall *pc)
     pc->alloc_req = m.req;
     pc->alloc_pending = true;
     pc->alloc_deadline = ph->now + PL_PHONE_ALLOC_TIMEOUT;
+    allocate_standby(ph, pc);
 }
 
 /* After the grant came (or did not): everything that waited for it. */
@@ -520,12 +586,19 @@ static void allocation_settled(pl_phone *ph, pcall *pc)
 
 static void release(pl_phone *ph, pcall *pc)
 {
-    if (!pc->granted) return;
-    pl_relay_release m = {pc->grant.channel};
     uint8_t buf[16];
-    size_t n = pl_relay_encode_release(buf, sizeof buf, &m);
-    if (n) pl_link_send(ph->link, pc->grant_sn, NULL, buf, n, ph->now);
-    pc->granted = false;
+    if (pc->granted) {
+        pl_relay_release m = {pc->grant.channel};
+        size_t n = pl_relay_encode_release(buf, sizeof buf, &m);
+        if (n) pl_link_send(ph->link, pc->grant_sn, NULL, buf, n, ph->now);
+        pc->granted = false;
+    }
+    if (pc->sb_granted) {
+        pl_relay_release m = {pc->sb_grant.channel};
+        size_t n = pl_relay_encode_release(buf, sizeof buf, &m);
+        if (n) pl_link_send(ph->link, pc->sb_sn, &pc->sb_at, buf, n, ph->now);
+        pc->sb_granted = false;
+    }
 }
 
 /* Forgets a record: paths, session, relay, stream. */
@@ -564,6 +637,14 @@ static pcall *adopt(pl_phone *ph, pcall *user, pcall *paths)
     merged.grant = paths->grant;
     memcpy(merged.grant_sn, paths->grant_sn, 32);
     merged.relay_at = paths->relay_at;
+    merged.sb_asked = paths->sb_asked;
+    merged.sb_pending = paths->sb_pending;
+    merged.sb_granted = paths->sb_granted;
+    merged.sb_req = paths->sb_req;
+    merged.sb_deadline = paths->sb_deadline;
+    merged.sb_grant = paths->sb_grant;
+    memcpy(merged.sb_sn, paths->sb_sn, 32);
+    merged.sb_at = paths->sb_at;
     merged.answer_due = paths->answer_due;
     merged.have_path_event = paths->have_path_event;
     if (!merged.have_via && paths->have_via) {
@@ -914,13 +995,21 @@ done:
     pl_env_opened_wipe(o);
 }
 
-static void on_grant(pl_phone *ph, const uint8_t *msg, size_t len)
+/* A grant from pk: our supernode's (the call's relay) or a standby
+ * supernode's we asked. */
+static void on_grant(pl_phone *ph, const uint8_t pk[32], const uint8_t *msg, size_t len)
 {
     pl_relay_grant g;
     if (pl_relay_decode_grant(&g, msg, len) != PL_RELAY_ERR_OK) return;
+    bool ours = from_supernode(ph, pk);
     for (int i = 0; i < SLOTS; i++) {
         pcall *pc = &ph->calls[i];
-        if (pc->phase == PH_FREE || !pc->alloc_pending || pc->alloc_req != g.req) continue;
+        if (pc->phase == PH_FREE) continue;
+        if (pc->sb_pending && pc->sb_req == g.req && memcmp(pc->sb_sn, pk, 32) == 0) {
+            standby_settled(ph, pc, &g);
+            return;
+        }
+        if (!ours || !pc->alloc_pending || pc->alloc_req != g.req) continue;
         if (g.status == PL_RELAY_OK) {
             pc->granted = true;
             pc->grant = g;
@@ -936,8 +1025,18 @@ static void on_grant(pl_phone *ph, const uint8_t *msg, size_t len)
         pl_relay_release m = {g.channel};
         uint8_t buf[16];
         size_t n = pl_relay_encode_release(buf, sizeof buf, &m);
-        to_supernode(ph, buf, n, NULL);
+        if (n) pl_link_send(ph->link, pk, NULL, buf, n, ph->now);
     }
+}
+
+/* Did we ask pk for a standby relay (for a call we still have)? */
+static bool standby_supernode(const pl_phone *ph, const uint8_t pk[32])
+{
+    for (int i = 0; i < SLOTS; i++) {
+        const pcall *pc = &ph->calls[i];
+        if (pc->phase != PH_FREE && pc->sb_asked && pc->sb_at.family && memcmp(pc->sb_sn, pk, 32) == 0) return true;
+    }
+    return false;
 }
 
 /* ---- the knock's codec ----------------------------------------------------------------------------------- */
@@ -976,11 +1075,11 @@ bool pl_phone_message(pl_phone *ph, const uint8_t pk[32], const pl_cert *cert, c
     if (len == 0) return false;
     ph->now = now;
     uint8_t t = msg[0];
+    if (t == PL_OVL_RELAY_ALLOCATED && (from_supernode(ph, pk) || standby_supernode(ph, pk))) {
+        on_grant(ph, pk, msg, len);
+        return true;
+    }
     if (from_supernode(ph, pk)) {
-        if (t == PL_OVL_RELAY_ALLOCATED) {
-            on_grant(ph, msg, len);
-            return true;
-        }
         if (t == PL_CALLSVC_MSG_NOTE) {
             on_note(ph, msg, len);
             return true;
@@ -1121,6 +1220,10 @@ void pl_phone_tick(pl_phone *ph, pl_time now)
             ph->stats.relay_timeouts++;
             allocation_settled(ph, pc);
         }
+        if (pc->sb_pending && now >= pc->sb_deadline) {
+            pc->sb_pending = false;
+            ph->stats.standby_timeouts++;
+        }
         if (pc->phase == PH_LIVE && pc->outgoing && !pc->session_up && pc->knocks &&
             pc->knocks < PL_PHONE_KNOCK_TRIES && now >= pc->next_knock)
             knock(ph, pc);
@@ -1143,6 +1246,7 @@ pl_time pl_phone_next_timeout(const pl_phone *ph)
         if (pc->pm && (x = pl_path_next_timeout(pc->pm)) < t) t = x;
         if (pc->media && (x = pl_media_next_timeout(pc->media)) < t) t = x;
         if (pc->alloc_pending && pc->alloc_deadline < t) t = pc->alloc_deadline;
+        if (pc->sb_pending && pc->sb_deadline < t) t = pc->sb_deadline;
         if (pc->phase == PH_LIVE && pc->outgoing && !pc->session_up && pc->knocks &&
             pc->knocks < PL_PHONE_KNOCK_TRIES && pc->next_knock < t)
             t = pc->next_knock;

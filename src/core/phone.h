@@ -60,6 +60,7 @@ bool pl_phone_decode_knock(pl_phone_knock *k, const uint8_t *buf, size_t len);
 
 /* Timers. */
 #define PL_PHONE_ALLOC_TIMEOUT PL_SEC        /* a relay grant not here by then: go on without it */
+#define PL_PHONE_STANDBY_ALLOC_TIMEOUT (3 * PL_SEC) /* the standby relay's grant (a new session first) */
 #define PL_PHONE_KNOCK_EVERY PL_SEC          /* first contact again, while no session is up */
 #define PL_PHONE_KNOCK_TRIES 6
 #define PL_PHONE_KNOCK_MAX_AGE (60 * PL_SEC) /* a knock sealed longer ago (or ahead) is refused */
@@ -146,6 +147,7 @@ typedef struct pl_phone_config {
     bool tcp_only;               /* no UDP: relays over TCP only */
     /* The driver's choices. */
     bool relay_only;             /* no direct paths (tests and measurements) */
+    bool no_standby_relay;       /* no second relay at a standby supernode (tests and measurements) */
     bool auto_answer;
     bool block_changed_keys;     /* refuse calls with a key that is not the pinned one */
     pl_time ring_timeout;        /* 0: the engine's default (30 s) */
@@ -171,6 +173,7 @@ typedef struct pl_phone_stats {
     uint64_t knocks_refused;     /* envelopes that did not open, too old, replays, not for us */
     uint64_t offers_sent, offers_received, offers_malformed;
     uint64_t relay_grants, relay_refusals, relay_timeouts;
+    uint64_t standby_requests, standby_grants, standby_refusals, standby_timeouts; /* relays at a standby supernode */
     uint64_t init_replays;       /* a pending handshake sent again on paths added since */
     uint64_t media_unrouted;     /* media from a peer with no stream */
     uint64_t datagrams_unrouted; /* relay framing for no call of ours */

@@ -41,7 +41,8 @@ typedef struct alloc {
 struct pl_relay {
     const pl_rng *rng;
     const pl_mem *mem;
-    uint32_t max_allocations, max_per_client;
+    uint32_t max_allocations, max_per_client, max_per_standby;
+    bool no_standby;
     uint64_t pps, bps;
     uint64_t pkt_cap, byte_cap; /* bucket sizes in units of 1/PL_SEC */
     pl_time idle;
@@ -294,15 +295,15 @@ static void client_count_add(pl_relay *r, const uint8_t pk[32], int delta)
     else pl_keymap_remove(&r->per_client, pk);
 }
 
-pl_relay_status pl_relay_allocate_channel(pl_relay *r, const uint8_t owner_pk[32], const uint8_t peer_pk[32],
-                                          pl_time now, pl_relay_grant *grant)
+static pl_relay_status allocate_limited(pl_relay *r, const uint8_t owner_pk[32], const uint8_t peer_pk[32],
+                                        pl_time now, pl_relay_grant *grant, uint32_t limit)
 {
     uint32_t req = grant->req;
     memset(grant, 0, sizeof *grant);
     grant->req = req;
     uint32_t held = 0;
     pl_keymap_get(&r->per_client, owner_pk, &held);
-    if (held >= r->max_per_client) {
+    if (held >= limit) {
         r->stats.refused_client_limit++;
         return grant->status = PL_RELAY_CLIENT_LIMIT;
     }
@@ -351,6 +352,12 @@ pl_relay_status pl_relay_allocate_channel(pl_relay *r, const uint8_t owner_pk[32
     return PL_RELAY_OK;
 }
 
+pl_relay_status pl_relay_allocate_channel(pl_relay *r, const uint8_t owner_pk[32], const uint8_t peer_pk[32],
+                                          pl_time now, pl_relay_grant *grant)
+{
+    return allocate_limited(r, owner_pk, peer_pk, now, grant, r->max_per_client);
+}
+
 static void free_alloc(pl_relay *r, alloc *a)
 {
     index_remove(r, a->channel);
@@ -380,11 +387,17 @@ bool pl_relay_message(pl_relay *r, const uint8_t pk[32], bool attached, const ui
         pl_relay_allocate m;
         if (pl_relay_decode_allocate(&m, msg, len) != PL_RELAY_ERR_OK) return true;
         pl_relay_grant g = {.req = m.req};
-        if (!attached) {
+        if (attached) {
+            allocate_limited(r, pk, m.peer_pk, now, &g, r->max_per_client);
+        } else if (r->no_standby) {
             r->stats.refused_not_client++;
             g.status = PL_RELAY_NOT_CLIENT;
         } else {
-            pl_relay_allocate_channel(r, pk, m.peer_pk, now, &g);
+            /* A node attached to another supernode (its session proved its
+             * certified key): a standby relay for its call, a few at most.
+             * It could as well attach here and ask; this spares it that. */
+            if (allocate_limited(r, pk, m.peer_pk, now, &g, r->max_per_standby) == PL_RELAY_OK)
+                r->stats.standby_allocated++;
         }
         *out_len = pl_relay_encode_grant(out, cap, &g);
         return true;
@@ -535,6 +548,8 @@ pl_relay_err pl_relay_new(pl_relay **out, const pl_relay_config *cfg)
     r->mem = mem;
     r->max_allocations = cfg->max_allocations ? cfg->max_allocations : PL_RELAY_DEFAULT_MAX_ALLOCATIONS;
     r->max_per_client = cfg->max_per_client ? cfg->max_per_client : PL_RELAY_DEFAULT_MAX_PER_CLIENT;
+    r->max_per_standby = cfg->max_per_standby ? cfg->max_per_standby : PL_RELAY_DEFAULT_MAX_PER_STANDBY;
+    r->no_standby = cfg->no_standby;
     r->pps = cfg->max_pps ? cfg->max_pps : PL_RELAY_DEFAULT_PPS;
     r->bps = cfg->max_bps ? cfg->max_bps : PL_RELAY_DEFAULT_BPS;
     uint64_t burst_pkts = r->pps / PL_RELAY_BURST_DIVISOR, burst_bytes = r->bps / PL_RELAY_BURST_DIVISOR;

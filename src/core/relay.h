@@ -84,7 +84,7 @@ typedef enum pl_relay_status {
     PL_RELAY_OK = 0,
     PL_RELAY_FULL = 1,         /* the relay holds as many allocations as it may */
     PL_RELAY_CLIENT_LIMIT = 2, /* this node holds as many as one node may */
-    PL_RELAY_NOT_CLIENT = 3,   /* only attached nodes may allocate */
+    PL_RELAY_NOT_CLIENT = 3,   /* only attached nodes may allocate (a relay with no_standby) */
     PL_RELAY_DISABLED = 4,     /* this supernode does not relay */
 } pl_relay_status;
 #define PL_RELAY_STATUS_MAX PL_RELAY_DISABLED
@@ -136,6 +136,10 @@ typedef struct pl_relay pl_relay;
  * probes; the per-side limits leave room for four times that. */
 #define PL_RELAY_DEFAULT_MAX_ALLOCATIONS 4096
 #define PL_RELAY_DEFAULT_MAX_PER_CLIENT 8
+/* A node attached to another supernode may hold this many allocations here:
+ * the standby relay of its calls, at a second supernode, so that a call
+ * survives the loss of the supernode both ends are attached to. */
+#define PL_RELAY_DEFAULT_MAX_PER_STANDBY 2
 #define PL_RELAY_DEFAULT_PPS 200
 #define PL_RELAY_DEFAULT_BPS 128000 /* bytes per second: 1 Mbit/s */
 #define PL_RELAY_DEFAULT_IDLE (60 * PL_SEC)
@@ -151,6 +155,8 @@ typedef struct pl_relay_config {
     const pl_mem *mem;         /* NULL: the C heap */
     uint32_t max_allocations;  /* 0: PL_RELAY_DEFAULT_MAX_ALLOCATIONS; at most 1 << 24 */
     uint32_t max_per_client;   /* 0: PL_RELAY_DEFAULT_MAX_PER_CLIENT */
+    uint32_t max_per_standby;  /* nodes attached elsewhere; 0: PL_RELAY_DEFAULT_MAX_PER_STANDBY */
+    bool no_standby;           /* refuse every node not attached here (PL_RELAY_NOT_CLIENT) */
     uint32_t max_pps;          /* packets per second per side; 0: PL_RELAY_DEFAULT_PPS */
     uint32_t max_bps;          /* bytes per second per side (framing included); 0: PL_RELAY_DEFAULT_BPS */
     pl_time idle_timeout;      /* 0: PL_RELAY_DEFAULT_IDLE; 1 s..1 h */
@@ -181,6 +187,7 @@ typedef struct pl_relay_stats {
     uint32_t allocations;          /* live now */
     uint64_t allocated, released, expired;
     uint64_t refused_full, refused_client_limit, refused_not_client;
+    uint64_t standby_allocated;    /* of `allocated`: for nodes attached elsewhere */
     uint64_t forwarded, forwarded_bytes; /* data packets sent on, and their bytes */
     uint64_t binds, rebinds;       /* bind packets answered; of which moved a side */
     uint64_t drop_malformed, drop_channel, drop_token, drop_source, drop_expired, drop_rate, drop_unbound,
@@ -202,7 +209,9 @@ bool pl_relay_release_channel(pl_relay *r, const uint8_t owner_pk[32], uint32_t 
 /* An overlay message from the authenticated peer pk (the stack offers it
  * every message of type 0x60-0x6f; the session layer authenticated pk).
  * `attached` says whether pk is one of this supernode's attached nodes:
- * only they may allocate. Returns false when the type is not the relay's.
+ * they may hold max_per_client allocations; any other authenticated node
+ * (one attached elsewhere, asking for a standby relay) max_per_standby, or
+ * none with no_standby. Returns false when the type is not the relay's.
  * When the message needs an answer, writes it to out and sets *out_len
  * (else *out_len is 0); the caller sends it back to pk over the session.
  * Malformed messages are dropped without an answer. */

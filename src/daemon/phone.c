@@ -49,6 +49,8 @@ typedef struct pd_call {
     bool ended;
     pl_time ended_at;
     pl_phone_call_info last;   /* the latest info (what `calls` shows once the phone forgot the call) */
+    pl_time path_at;           /* when the active path was taken (the last PATH event) */
+    uint32_t path_changes;     /* PATH events: the first path, then every move */
     uint64_t frames_in, frames_out;
 } pd_call;
 
@@ -301,6 +303,8 @@ void pd_on_phone(parleyd *d, const pl_phone_event *ev)
         if (in->media) audio_start(d);
         break;
     case PL_PHONE_EV_PATH:
+        c->path_at = ev->now;
+        c->path_changes++;
         pd_log(d, "call %u: media path %s", ev->id, path_text(&in->path, buf, sizeof buf));
         break;
     case PL_PHONE_EV_KEY:
@@ -598,7 +602,16 @@ static cJSON *call_json(parleyd *d, const pd_call *c, const pl_phone_call_info *
         cJSON_AddStringToObject(p, "transport", in->path.kind == PL_PATH_RELAY_TCP ? "tcp" : "udp");
         cJSON_AddStringToObject(p, "via", pl_addr_format(&in->path.remote, addr, sizeof addr));
         cJSON_AddNumberToObject(p, "paths_alive", in->paths_alive);
+        /* When the call took this path (from the dial or the incoming
+         * call), and how many times it chose one: a call that went direct
+         * after starting relayed says 2. */
+        if (c && c->path_at >= in->dialed && c->path_changes) {
+            cJSON_AddNumberToObject(p, "since_ms", ms(c->path_at - in->dialed));
+            cJSON_AddNumberToObject(p, "changes", c->path_changes);
+        }
     }
+    /* Dial (or incoming call) to the first voice packet heard. */
+    if (in->first_media_rx) cJSON_AddNumberToObject(o, "first_media_ms", ms(in->first_media_rx - in->dialed));
     const pl_media_stats *s = &in->stats;
     cJSON_AddBoolToObject(o, "media", in->media);
     cJSON *m = cJSON_AddObjectToObject(o, "stats");
