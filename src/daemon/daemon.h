@@ -39,6 +39,13 @@ typedef struct pd_phone_options {
     const char *ring_timeout;
 } pd_phone_options;
 
+/* Port mapping and the outgoing proxy (reach.c). */
+typedef struct pd_reach_options {
+    bool no_portmap;   /* --no-portmap: do not ask the home router */
+    const char *proxy; /* --proxy URL (a copy; the command line is blanked) */
+    bool proxy_only;   /* --proxy-only: no UDP, everything through the proxy */
+} pd_reach_options;
+
 typedef struct options {
     const char *home;
     const char *role;
@@ -57,6 +64,7 @@ typedef struct options {
     uint16_t keepalive_s;
     bool no_udp, no_tcp, quiet;
     pd_phone_options phone;
+    pd_reach_options reach;
 } options;
 
 /* A TCP stream the daemon holds, named by its peer's address marked TCP. */
@@ -127,6 +135,8 @@ typedef struct parleyd {
     pl_time audio_next;
     bool audio_running;
     FILE *media_trace;
+    /* reach.c */
+    struct pd_reach *reach;
 } parleyd;
 
 
@@ -175,5 +185,26 @@ cJSON *pd_cmd_answer(parleyd *d, int fd, const cJSON *req);
 cJSON *pd_cmd_call_action(parleyd *d, int fd, const cJSON *req);
 cJSON *pd_cmd_calls(parleyd *d, int fd, const cJSON *req);
 void pd_phone_status(parleyd *d, cJSON *status);
+
+/* ---- reach.c ---- */
+/* A daemon option of reach.c's at argv[*i], as pd_phone_option. */
+int pd_reach_option(pd_reach_options *o, int argc, char **argv, int *i);
+/* Before the stack is made: the proxy (--proxy-only means no UDP). */
+int pd_reach_configure(parleyd *d, pl_stack_config *cfg);
+/* Once the stack runs: starts the port mapping (a node). */
+int pd_reach_open(parleyd *d);
+/* After the stack stopped: removes the mapping (waiting a few seconds at
+ * most for the router), frees everything. */
+void pd_reach_close(parleyd *d);
+/* Opens a TCP stream to a supernode or relay: through the proxy if one is
+ * configured, else directly (from `from`, or NULL). */
+pl_stream *pd_reach_connect(parleyd *d, const pl_addr *to, const pl_addr *from, pl_loop_err *err);
+/* An outgoing stream ended with an error before or while in use: logs why
+ * (the proxy's own answer when it was the proxy). Inside the close callback. */
+void pd_reach_stream_failed(parleyd *d, pl_stream *s, const pl_addr *to, int err);
+/* status: portmap {...} and proxy {...}. */
+void pd_reach_status(parleyd *d, cJSON *status);
+/* calls: a path's "proxy" and "proxy_url" when it goes through the proxy. */
+void pd_reach_path(parleyd *d, cJSON *path, const pl_path_info *p);
 
 #endif

@@ -598,6 +598,7 @@ static cJSON *call_json(parleyd *d, const pd_call *c, const pl_phone_call_info *
         cJSON_AddStringToObject(p, "transport", in->path.kind == PL_PATH_RELAY_TCP ? "tcp" : "udp");
         cJSON_AddStringToObject(p, "via", pl_addr_format(&in->path.remote, addr, sizeof addr));
         cJSON_AddNumberToObject(p, "paths_alive", in->paths_alive);
+        pd_reach_path(d, p, &in->path);
     }
     const pl_media_stats *s = &in->stats;
     cJSON_AddBoolToObject(o, "media", in->media);

@@ -1074,6 +1074,13 @@ pl_stream *pl_stream_connect_via_proxy(pl_loop *loop, const pl_proxy_config *pro
 
 pl_proxy_err pl_stream_proxy_error(const pl_stream *s) { return s->proxy ? s->proxy->err : PL_PROXY_OK; }
 
+int pl_stream_proxy_reply_code(const pl_stream *s)
+{
+    /* The client is wiped once the tunnel opens; after a failure it holds
+     * the proxy's last answer until the stream is freed. */
+    return s->proxy && s->proxy->err != PL_PROXY_OK ? pl_proxy_client_reply_code(&s->proxy->client) : -1;
+}
+
 void pl_stream_set_callbacks(pl_stream *s, pl_stream_frame_cb on_frame, pl_stream_close_cb on_close, void *ctx)
 {
     s->on_frame = on_frame;
