@@ -10,10 +10,12 @@
 #  - with port mapping (the default) over NAT-PMP, hana's daemon asks the
 #    router, publishes the external address as a port-mapped candidate
 #    (parley lookup shows it, parley status shows the lease), and the same
-#    call goes direct to that address; hana's call to sam goes direct too
-#    (her offer carries the candidate);
+#    call goes direct to that address; hana's call to sam goes direct too;
 #  - the same over UPnP IGD (miniupnpd with NAT-PMP off);
-#  - when hana's daemon stops, the router's forwarding rule is gone.
+#  - when hana's daemon stops, the router's forwarding rule is gone;
+#  - sofia's router is symmetric and maps ports: the address her supernode
+#    sees has a port of its own, so only the published port-mapped
+#    candidate tells sam where to go, and his call to her goes direct.
 # Needs root, nftables and miniupnpd; without them it fails (CI runs it as root).
 set -u
 B=${PARLEY_BUILD:-build/release}
@@ -22,13 +24,12 @@ CA="$B/parley-ca"
 PL="$B/parley"
 PD="$B/parleyd"
 STUN="$B/tests/tools/pl_stun"
-MINIUPNPD=${MINIUPNPD:-/usr/sbin/miniupnpd}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/netlab/lab.sh"
+. "$HERE/netlab/igd.sh"
 passed=0
 failed=0
 CA_PID=
-IGD_PID=
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
 bad() { failed=$((failed + 1)); echo "FAIL $1"; shift; for l in "$@"; do echo "     $l"; done; }
 expect() { if printf '%s' "$3" | grep -qE -- "$2"; then ok "$1"; else bad "$1" "no /$2/ in: $3"; fi; }
@@ -38,7 +39,7 @@ num() { printf '%s' "$2" | grep -o "\"$1\":[-0-9.e]*" | tail -1 | cut -d: -f2; }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 finish() {
     [ -n "$CA_PID" ] && kill "$CA_PID" 2>/dev/null && wait "$CA_PID" 2>/dev/null
-    stop_igd
+    igd_stop_all
     local prefix=${LAB_PREFIX:-}
     [ -n "${KEEP:-}" ] && [ -n "${LAB_DIR:-}" ] && cp -r "$LAB_DIR" /tmp/nat_portmap_call.kept
     lab_down
@@ -62,7 +63,7 @@ FP=$("$CA" init --dir "$T/ca") || { bad "ca init"; finish; }
 CA_PID=$!
 wait_line "$T/ca.out" '^listening' || { bad "ca start"; finish; }
 CA_ADDR=$(awk '/^listening/{print $2}' "$T/ca.out")
-for u in sn1 hana sam; do
+for u in sn1 hana sam sofia; do
     "$PL" --home "$T/$u" keygen >/dev/null && "$PL" --home "$T/$u" register "$u" --ca "$CA_ADDR" --ca-key "$FP" >/dev/null ||
         { bad "register $u"; finish; }
 done
@@ -77,86 +78,31 @@ build() {
     lab_public sn1 $P $A || return 1
     lab_home home port-restricted || return 1
     lab_home sym symmetric || return 1
+    lab_home symh symmetric || return 1
 }
 build || { bad "the lab is built" "$LAB_ERROR"; finish; }
 WAN=$(lab_wan home)
 LAN=$(lab_addr home)
-LAN_NET=${LAN%.*}.0/24
-ok "lab: a supernode at $P; hana's home (port-restricted cone, router $WAN), sam's home (symmetric NAT)"
+WAN3=$(lab_wan symh)
+LAN3=$(lab_addr symh)
+ok "lab: a supernode at $P; hana's home (port-restricted cone, router $WAN), sam's and sofia's (symmetric NATs)"
 
-# ---- the home router: miniupnpd (set up as in tests/portmap.test.sh, docs/nat.md 4.6) ------------------
-# miniupnpd counts the lab's documentation ranges as reserved and maps only
-# once its own STUN test (against pl_stun) finds nothing filtering in front.
+# ---- the home routers: miniupnpd (tests/netlab/igd.sh; docs/nat.md 4.6) -------------------------------
 lab_spawn sn1 "$T/stun.out" "$STUN" server --primary $P:3478 --alternate $A:3479
 wait_line "$T/stun.out" '^ready' 100
-cat >"$T/igd.nft" <<EOF
-table inet pl_igd {
-    chain forward { type filter hook forward priority filter; policy accept; jump igd_forward; }
-    chain igd_forward { }
-    chain prerouting { type nat hook prerouting priority dstnat; policy accept; jump igd_prerouting; }
-    chain postrouting { type nat hook postrouting priority srcnat; policy accept; jump igd_postrouting; }
-    chain igd_prerouting { }
-    chain igd_postrouting { }
-}
-EOF
-lab_exec home-gw nft insert rule inet pl_filter input iifname wan ip saddr "{ $P, $A }" udp sport "{ 3478, 3479 }" accept
-GW_LAN=${LAN%.*}.1
-start_igd() { # both | upnp
-    local natpmp=yes
-    [ "$1" = upnp ] && natpmp=no
-    stop_igd
-    rm -f "$T/igd.leases"
-    lab_exec home-gw nft delete table inet pl_igd 2>/dev/null
-    lab_exec home-gw nft -f "$T/igd.nft" || return 1
-    cat >"$T/igd.conf" <<EOF
-ext_ifname=wan
-listening_ip=lan
-http_port=0
-enable_natpmp=$natpmp
-enable_upnp=yes
-ext_perform_stun=yes
-ext_stun_host=$P
-ext_stun_port=3478
-ipv6_disable=yes
-secure_mode=yes
-system_uptime=no
-lease_file=$T/igd.leases
-upnp_table_name=pl_igd
-upnp_nat_table_name=pl_igd
-upnp_forward_chain=igd_forward
-upnp_nat_chain=igd_prerouting
-upnp_nat_postrouting_chain=igd_postrouting
-uuid=3c1f0a55-6d2e-4a8b-9f10-7e6d5c4b3a29
-allow 1024-65535 $LAN_NET 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-EOF
-    lab_exec home-gw "$MINIUPNPD" -f "$T/igd.conf" -P "$T/igd.pid" || return 1
-    local ready
-    for _ in $(seq 100); do
-        ready=1
-        [ "$natpmp" = yes ] && ! lab_exec home-gw ss -Hlun | grep -q "$GW_LAN:5351" && ready=0
-        ! lab_exec home-gw ss -Hltn | grep -q '%lan:' && ready=0
-        [ $ready = 1 ] && [ -s "$T/igd.pid" ] && break
-        sleep 0.05
-    done
-    IGD_PID=$(cat "$T/igd.pid" 2>/dev/null)
-    [ $ready = 1 ] && [ -n "$IGD_PID" ]
-}
-stop_igd() {
-    [ -n "$IGD_PID" ] || return 0
-    kill "$IGD_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$IGD_PID" 2>/dev/null || break; sleep 0.05; done
-    kill -9 "$IGD_PID" 2>/dev/null
-    IGD_PID=
-    rm -f "$T/igd.pid"
-}
-rules() { lab_exec home-gw nft list chain inet pl_igd igd_prerouting 2>&1; }
+rules() { igd_rules home-gw; }
 rule_gone() {
     if rules | grep -q "dnat ip to $LAN:$HANA_PORT"; then bad "and the router's rule is gone" "$(rules)"
     else ok "and the router's rule for $HANA_PORT is gone"; fi
 }
-start_igd both || { bad "miniupnpd starts on hana's router" "$(lab_exec home-gw ss -Hlun 2>&1)"; finish; }
-ok "miniupnpd runs on hana's router (NAT-PMP and UPnP IGD)"
+igd_start home-gw both $P $A || { bad "miniupnpd starts on hana's router" "$LAB_ERROR"; finish; }
+# The lab's symmetric NAT (masquerade fully-random) also renumbers the
+# router's own packets, which a real router does not do: miniupnpd's STUN
+# test would see a NAT in front of it and refuse to map. Its own address is
+# left as it is.
+lab_exec symh-gw nft insert rule ip pl_nat postrouting oifname wan ip saddr "$(lab_wan symh)" accept
+igd_start symh-gw both $P $A || { bad "miniupnpd starts on sofia's router" "$LAB_ERROR"; finish; }
+ok "miniupnpd runs on hana's and sofia's routers (NAT-PMP and UPnP IGD)"
 
 # ---- the supernode and sam ------------------------------------------------------------------------------
 echo "$(key_of sn1) $P:7400" >"$T/sn.list"
@@ -246,7 +192,7 @@ expect "with the mapping, the same call sam -> hana goes direct to the mapped ad
 echo "     hana's side: $(callee_path hana); packets received: sam $(num packets_received "$j")"
 j=$(call hana sam)
 rc=$?
-expect "and hana -> sam goes direct too: her offer carries the mapped candidate (exit $rc)" \
+expect "and hana -> sam goes direct too: sam's checks reach her through the mapping (exit $rc)" \
     "^0 direct/udp/" "$rc $(jfield kind "$j")/$(jfield transport "$j")/$(jfield via "$j")"
 t1=$(date +%s%N)
 stop_hana || bad "hana's daemon stops"
@@ -255,7 +201,7 @@ expect "on a clean stop hana's daemon releases the mapping (stop took $stop_ms m
 rule_gone
 
 # ---- 3. UPnP IGD only ------------------------------------------------------------------------------
-start_igd upnp || { bad "miniupnpd restarts with UPnP only"; finish; }
+igd_start home-gw upnp $P $A || { bad "miniupnpd restarts with UPnP only" "$LAB_ERROR"; finish; }
 start_hana upnp || finish
 wait_line "$HLOG" 'port mapping: (upnp maps|none)' 200
 mapped_line=$(grep 'port mapping: upnp maps' "$HLOG")
@@ -272,4 +218,28 @@ expect "the router holds the UPnP rule" "dport $HANA_PORT dnat ip to $LAN:$HANA_
 stop_hana || bad "hana's daemon stops"
 expect "on stop the UPnP mapping is released" 'port mapping: released \(ok' "$(cat "$HLOG")"
 rule_gone
+
+# ---- 4. a symmetric home router that maps ports ------------------------------------------------------
+# Behind a symmetric NAT the address the supernode sees has a port of its
+# own (one per destination), so only the published port-mapped candidate
+# tells a caller where the router forwards: sam (symmetric too) reaches
+# sofia directly there.
+SLOG="$T/sofia.log"
+start symh sofia "$SLOG" --bootstrap-file "$T/sn.list" --auto-answer --answer-from tone:660 || finish
+SOFIA_PORT=$(awk '/^listening/{split($2, a, ":"); print a[2]; exit}' "$SLOG")
+wait_line "$SLOG" 'record published' 200 || { bad "sofia attaches and publishes" "$(tail -3 "$SLOG")"; finish; }
+wait_line "$SLOG" 'port mapping: natpmp maps' 100
+expect "sofia's daemon gets $WAN3:$SOFIA_PORT from her symmetric router" "natpmp maps $WAN3:$SOFIA_PORT to our UDP port" \
+    "$(grep 'port mapping' "$SLOG")"
+out=$(lookup_until sofia 'port-mapped')
+expect "her record: the port-mapped candidate" "reachable +$WAN3:$SOFIA_PORT udp \(port-mapped\)" "$out"
+srflx=$(printf '%s' "$out" | sed -n 's/^reachable *\([0-9.:]*\) udp (server-reflexive)/\1/p')
+expect "and a server-reflexive one on another port ($srflx)" "^$WAN3:[0-9]+\$" "$(printf '%s' "$srflx" | grep -v ":$SOFIA_PORT\$")"
+j=$(call sam sofia)
+rc=$?
+expect "sam (symmetric) -> sofia (symmetric, mapped): direct to the mapped address (exit $rc)" \
+    "^0 direct/udp/$WAN3:$SOFIA_PORT\$" "$rc $(jfield kind "$j")/$(jfield transport "$j")/$(jfield via "$j")"
+"$PL" --home "$T/sofia" stop >/dev/null 2>&1
+for _ in $(seq 100); do kill -0 "$PID_sofia" 2>/dev/null || break; sleep 0.05; done
+expect "on stop sofia's mapping is released" 'port mapping: released \(ok' "$(cat "$SLOG")"
 finish
