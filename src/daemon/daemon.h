@@ -6,6 +6,7 @@
  *   control.c  the control socket and its command table
  *   people.c   the directory as the user sees it: look-ups, contacts,
  *              presence (contacts.db)
+ *   reach.c    port mapping at the home router, the outgoing proxy
  */
 #ifndef PL_DAEMON_H
 #define PL_DAEMON_H

@@ -5,6 +5,7 @@
  *           [--bootstrap HEX@ADDR:PORT]... [--bootstrap-file FILE]
  *           [--control PATH] [--max-clients N] [--keepalive S]
  *           [--no-udp] [--no-tcp] [--passphrase-file F] [--quiet]
+ *           [--no-portmap] [--proxy URL] [--proxy-only]
  *
  * It loads the identity, certificate and pinned authority that `parley
  * keygen` and `parley register` left in the home directory, opens a UDP
