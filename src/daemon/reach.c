@@ -175,10 +175,12 @@ int pd_reach_configure(parleyd *d, pl_stack_config *cfg)
     if (!d->reach) return pd_die("out of memory");
     struct pd_reach *r = d->reach;
     const char *url = d->opt.reach.proxy;
-    if (!url) url = getenv("PARLEY_PROXY");
+    if (url && d->role != PL_ROLE_NODE) return pd_die("--proxy is for a node (a supernode must be reachable itself)");
+    /* The environment's proxy is a node's only; a supernode started with
+     * it set ignores it. */
+    if (!url && d->role == PL_ROLE_NODE) url = getenv("PARLEY_PROXY");
     if (d->opt.reach.proxy_only && !url) return pd_die("--proxy-only needs --proxy URL (or PARLEY_PROXY)");
     if (!url) return 0;
-    if (d->role != PL_ROLE_NODE) return pd_die("--proxy is for a node (a supernode must be reachable itself)");
     if (pl_proxy_parse_url(&r->proxy, url) != PL_PROXY_OK)
         return pd_die("the proxy URL wants http://[USER[:PASS]@]IP:PORT or socks5://[USER[:PASS]@]IP:PORT");
     r->have_proxy = true;
