@@ -466,6 +466,87 @@ static void presence_reaches_watchers(void)
     pl_simworld_free(l.w);
 }
 
+/* One look-up of name by the user at index who; the record, or NULL. */
+static const pl_record *lookup_one(lab *l, size_t who, const char *name)
+{
+    host_log *lg = log_of(l, l->users[who]);
+    uint32_t id;
+    if (pl_dirc_lookup(dirc_of(l->users[who]), name, now_of(l), &id) != PL_DIRC_OK) return NULL;
+    result *r = &lg->lookups[id % (MAX_HOSTS + 8)];
+    memset(r, 0, sizeof *r);
+    run(l, now_of(l) + 2 * PL_SEC);
+    return r->done && r->status == PL_DIR_OK ? &r->record : NULL;
+}
+
+static int find_candidate(const pl_record *r, uint8_t type)
+{
+    for (uint8_t i = 0; i < r->n_candidates; i++)
+        if (r->candidates[i].type == type) return i;
+    return -1;
+}
+
+/* The port the home router forwards (the daemon's portmap) goes into the
+ * record as a port-mapped candidate, ahead of the server-reflexive one,
+ * replaces it when they are the same address, and is withdrawn again. */
+static void a_port_mapped_candidate_is_published_and_withdrawn(void)
+{
+    static lab l;
+    lab_up(&l, true, 3, 2);
+    run(&l, T0 + 3 * PL_SEC);
+    pl_node *bob = pl_stack_node(pl_simhost_stack(l.users[1]));
+    const pl_record *r = lookup_one(&l, 0, "user01");
+    CHECK(r);
+    if (!r) return;
+    CHECK_EQ(find_candidate(r, PL_CAND_PORT_MAPPED), -1);
+    int srflx = find_candidate(r, PL_CAND_SERVER_REFLEXIVE);
+    CHECK(srflx >= 0);
+    pl_addr observed = r->candidates[srflx >= 0 ? srflx : 0].addr;
+    uint64_t seq = r->sequence;
+
+    pl_addr mapped;
+    CHECK(pl_addr_parse(&mapped, "203.0.113.77:6000", 0));
+    pl_node_set_mapped(bob, &mapped, now_of(&l));
+    pl_node_status bs = pl_node_get_status(bob);
+    CHECK(pl_addr_equal(&bs.mapped, &mapped));
+    run(&l, now_of(&l) + PL_SEC); /* the publish reaches the replicas */
+    r = lookup_one(&l, 0, "user01");
+    CHECK(r);
+    if (!r) return;
+    CHECK(r->sequence > seq);
+    seq = r->sequence;
+    CHECK_EQ(find_candidate(r, PL_CAND_PORT_MAPPED), 0); /* the preferred one: first */
+    CHECK(pl_addr_equal(&r->candidates[0].addr, &mapped));
+    CHECK_EQ(r->candidates[0].transport, PL_TRANSPORT_UDP);
+    CHECK(find_candidate(r, PL_CAND_SERVER_REFLEXIVE) > 0);
+
+    /* A NAT that keeps ports maps the address the supernode sees: one
+     * candidate, port-mapped. */
+    pl_node_set_mapped(bob, &observed, now_of(&l));
+    run(&l, now_of(&l) + PL_SEC);
+    r = lookup_one(&l, 0, "user01");
+    CHECK(r);
+    if (!r) return;
+    CHECK(r->sequence > seq);
+    seq = r->sequence;
+    CHECK_EQ(find_candidate(r, PL_CAND_SERVER_REFLEXIVE), -1);
+    int pm = find_candidate(r, PL_CAND_PORT_MAPPED);
+    CHECK(pm >= 0 && pl_addr_equal(&r->candidates[pm].addr, &observed));
+
+    /* Lost: withdrawn, the server-reflexive candidate is back. Setting the
+     * same thing twice publishes nothing new. */
+    pl_node_set_mapped(bob, NULL, now_of(&l));
+    pl_node_set_mapped(bob, NULL, now_of(&l));
+    CHECK_EQ(pl_node_get_status(bob).mapped.family, 0);
+    run(&l, now_of(&l) + PL_SEC);
+    r = lookup_one(&l, 0, "user01");
+    CHECK(r);
+    if (!r) return;
+    CHECK(r->sequence > seq);
+    CHECK_EQ(find_candidate(r, PL_CAND_PORT_MAPPED), -1);
+    CHECK(find_candidate(r, PL_CAND_SERVER_REFLEXIVE) >= 0);
+    pl_simworld_free(l.w);
+}
+
 int main(void)
 {
     RUN(every_node_finds_every_other);
@@ -476,5 +557,6 @@ int main(void)
     RUN(a_supernode_that_serves_an_old_record_is_caught);
     RUN(nobody_publishes_for_someone_else_and_old_records_do_not_return);
     RUN(presence_reaches_watchers);
+    RUN(a_port_mapped_candidate_is_published_and_withdrawn);
     return pl_test_summary();
 }

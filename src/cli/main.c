@@ -1042,6 +1042,29 @@ static void print_json(const cJSON *reply)
     free(text);
 }
 
+/* status: the port mapping and the proxy (a node's). */
+static void print_reach(const cJSON *r)
+{
+    const cJSON *pm = cJSON_GetObjectItemCaseSensitive(r, "portmap");
+    if (pm && strncmp(jstr(pm, "state"), "mapped", 6) == 0)
+        printf("portmap      %s %s, lease %.0f s (%.0f s left)%s\n", jstr(pm, "protocol"), jstr(pm, "external"),
+               jnum(pm, "lease_s"), jnum(pm, "expires_in_s"),
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pm, "published")) ? ", published" : ", not published (private)");
+    else if (pm && *jstr(pm, "reason"))
+        printf("portmap      %s: %s%s%s%s\n", jstr(pm, "state"), jstr(pm, "reason"), *jstr(pm, "detail") ? " (" : "",
+               jstr(pm, "detail"), *jstr(pm, "detail") ? ")" : "");
+    else if (pm)
+        printf("portmap      %s\n", jstr(pm, "state"));
+    const cJSON *px = cJSON_GetObjectItemCaseSensitive(r, "proxy");
+    if (px) {
+        printf("proxy        %s%s, %s\n", jstr(px, "url"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(px, "only")) ? " (only)" : "",
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(px, "in_use")) ? "in use" : "not in use");
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(px, "last_error");
+        if (e)
+            printf("proxy error  %s: %s (%.0f s ago)\n", jstr(e, "target"), jstr(e, "message"), jnum(e, "ago_s"));
+    }
+}
+
 static int cmd_status(void)
 {
     int rc;
@@ -1065,6 +1088,7 @@ static int cmd_status(void)
     cJSON_ArrayForEach(e, sb) printf("standby      %.16s... at %s\n", jstr(e, "fingerprint"), jstr(e, "addr"));
     printf("nat          %s\n", jstr(r, "nat"));
     printf("listening    %s\n", jstr(r, "listen"));
+    print_reach(r);
     const cJSON *sv = cJSON_GetObjectItemCaseSensitive(r, "serving");
     if (sv) {
         printf("clients      %.0f of at most %.0f (%.0f qualified to serve)\n", jnum(sv, "clients"),
@@ -1244,7 +1268,9 @@ static int exit_for_end(const char *end)
 static void print_path(const cJSON *c)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(c, "path");
-    if (p) printf("path         %s over %s via %s\n", jstr(p, "kind"), jstr(p, "transport"), jstr(p, "via"));
+    if (p)
+        printf("path         %s over %s via %s%s%s\n", jstr(p, "kind"), jstr(p, "transport"), jstr(p, "via"),
+               *jstr(p, "proxy") ? " through the proxy " : "", jstr(p, "proxy_url"));
 }
 
 /* Follows a call until it ends, telling people what happens; returns the
@@ -1401,7 +1427,9 @@ static int cmd_calls(void)
         printf("call %.0f  %s %s  %s%s%s%s\n", jnum(c, "id"), strcmp(jstr(c, "direction"), "outgoing") ? "from" : "to",
                jstr(c, "peer"), jstr(c, "state"), *jstr(c, "reason") ? ": " : "", jstr(c, "reason"),
                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "muted")) ? " (muted)" : "");
-        if (p) printf("  path      %s, %s, via %s\n", jstr(p, "kind"), jstr(p, "transport"), jstr(p, "via"));
+        if (p)
+            printf("  path      %s, %s, via %s%s%s\n", jstr(p, "kind"), jstr(p, "transport"), jstr(p, "via"),
+                   *jstr(p, "proxy") ? ", through the proxy " : "", jstr(p, "proxy_url"));
         if (cJSON_GetObjectItemCaseSensitive(st, "rtt_ms")) printf("  rtt       %.1f ms\n", jnum(st, "rtt_ms"));
         printf("  loss      %.1f%% in, %.1f%% out\n", 100 * jnum(st, "loss_rx"), 100 * jnum(st, "loss_tx"));
         printf("  jitter    %.1f ms in, %.1f ms out\n", jnum(st, "jitter_rx_ms"), jnum(st, "jitter_tx_ms"));

@@ -66,6 +66,7 @@ struct pl_node {
     uint8_t nat_mapping, nat_filtering, nat_flags;
     pl_addr host_addrs[PL_NODE_MAX_HOST_ADDRS];
     uint8_t n_host_addrs;
+    pl_addr mapped; /* the port-mapped candidate (family 0: none) */
 };
 
 /* ---- events ------------------------------------------------------------------------- */
@@ -129,7 +130,12 @@ static void where_now(const pl_node *n, pl_dirc_where *w)
     w->nat_filtering = n->nat_filtering;
     w->nat_flags = n->nat_flags;
     if (w->private_mode) return;
-    if (!n->sn_tcp && n->observed.family) {
+    /* The port the home router forwards to us reaches us whatever its NAT
+     * filters; when it is the address the supernode sees anyway (a NAT
+     * that keeps ports), it replaces the server-reflexive candidate. */
+    bool mapped = !n->sn_tcp && n->mapped.family;
+    if (mapped) pl_node_candidate_mapped(&w->candidates[w->n_candidates++], &n->mapped);
+    if (!n->sn_tcp && n->observed.family && !(mapped && pl_addr_equal(&n->mapped, &n->observed))) {
         pl_record_candidate *c = &w->candidates[w->n_candidates++];
         c->type = PL_CAND_SERVER_REFLEXIVE;
         c->transport = PL_TRANSPORT_UDP;
@@ -138,7 +144,9 @@ static void where_now(const pl_node *n, pl_dirc_where *w)
         c->addr.transport = PL_ADDR_UDP;
     }
     for (uint8_t i = 0; i < n->n_host_addrs && w->n_candidates < PL_RECORD_MAX_CANDIDATES; i++) {
-        if (w->n_candidates && pl_addr_equal(&n->host_addrs[i], &w->candidates[0].addr)) continue;
+        bool dup = false;
+        for (uint8_t j = 0; j < w->n_candidates; j++) dup |= pl_addr_equal(&n->host_addrs[i], &w->candidates[j].addr);
+        if (dup) continue;
         pl_record_candidate *c = &w->candidates[w->n_candidates++];
         c->type = PL_CAND_HOST;
         c->transport = PL_TRANSPORT_UDP;
@@ -640,6 +648,33 @@ void pl_node_set_nat(pl_node *n, uint8_t mapping, uint8_t filtering, uint8_t nat
     }
 }
 
+void pl_node_candidate_mapped(pl_record_candidate *c, const pl_addr *mapped)
+{
+    memset(c, 0, sizeof *c);
+    c->type = PL_CAND_PORT_MAPPED;
+    c->transport = PL_TRANSPORT_UDP;
+    c->priority = 150;
+    c->addr = *mapped;
+    c->addr.transport = PL_ADDR_UDP;
+}
+
+void pl_node_set_mapped(pl_node *n, const pl_addr *mapped, pl_time now)
+{
+    pl_addr next;
+    memset(&next, 0, sizeof next);
+    if (mapped && (mapped->family == PL_AF_INET4 || mapped->family == PL_AF_INET6) && mapped->port) {
+        next = *mapped;
+        next.transport = PL_ADDR_UDP;
+    }
+    if (pl_addr_equal(&next, &n->mapped) || (!next.family && !n->mapped.family)) return;
+    n->mapped = next;
+    if (n->dirc && n->state == PL_NODE_ATTACHED) {
+        pl_dirc_where w;
+        where_now(n, &w);
+        pl_dirc_update(n->dirc, &w, now);
+    }
+}
+
 pl_node_status pl_node_get_status(const pl_node *n)
 {
     pl_node_status s;
@@ -653,6 +688,7 @@ pl_node_status pl_node_get_status(const pl_node *n)
         s.tcp = n->cand_tcp;
     }
     s.observed = n->observed;
+    s.mapped = n->mapped;
     s.n_standby = n->n_standby;
     memcpy(s.standby, n->standby, sizeof s.standby);
     s.attached_since = n->attached_since;

@@ -114,6 +114,7 @@ typedef struct pl_node_status {
     pl_ovl_peer supernode;    /* ATTACHED: the supernode; ATTACHING: the candidate */
     bool tcp;                 /* over TCP */
     pl_addr observed;         /* as the supernode sees us */
+    pl_addr mapped;           /* the port-mapped candidate (pl_node_set_mapped); family 0: none */
     uint8_t n_standby;
     pl_ovl_peer standby[2];
     pl_time attached_since;
@@ -156,6 +157,15 @@ pl_time pl_node_next_timeout(const pl_node *node);
 pl_node_status pl_node_get_status(const pl_node *node);
 /* What NAT discovery found; goes into the node's record (published again). */
 void pl_node_set_nat(pl_node *node, uint8_t mapping, uint8_t filtering, uint8_t nat_flags, pl_time now);
+/* The port-mapped candidate: the public address and port the home router
+ * forwards to the node's UDP socket (NAT-PMP or UPnP IGD, portmap.h), or
+ * NULL when there is none any more. It goes into the record (published
+ * again when it changed) while the node is attached over UDP, in place of
+ * the server-reflexive candidate when the two are the same address. */
+void pl_node_set_mapped(pl_node *node, const pl_addr *mapped, pl_time now);
+/* Fills c as the port-mapped candidate for mapped (priority 150: between
+ * host, 200, and server-reflexive, 100), for records and call offers. */
+void pl_node_candidate_mapped(pl_record_candidate *c, const pl_addr *mapped);
 /* The directory client: look-ups, subscriptions, presence (dirclient.h). */
 pl_dirc *pl_node_directory(pl_node *node);
 /* The mail client: deposits for others, this user's mailbox (mailclient.h). */

@@ -312,7 +312,10 @@ static size_t own_offer(pl_phone *ph, const pcall *pc, uint8_t *buf, size_t cap)
     if (ph->cfg.privacy) {
         o.flags = PL_PATH_OFFER_F_PRIVATE;
     } else if (!tcp) {
-        if (st.state == PL_NODE_ATTACHED && st.observed.family) {
+        /* The port the home router forwards to us (portmap), if any. */
+        bool mapped = st.state == PL_NODE_ATTACHED && st.mapped.family;
+        if (mapped) pl_node_candidate_mapped(&o.candidates[o.n_candidates++], &st.mapped);
+        if (st.state == PL_NODE_ATTACHED && st.observed.family && !(mapped && pl_addr_equal(&st.mapped, &st.observed))) {
             pl_record_candidate *c = &o.candidates[o.n_candidates++];
             c->type = PL_CAND_SERVER_REFLEXIVE;
             c->transport = PL_TRANSPORT_UDP;
@@ -322,9 +325,10 @@ static size_t own_offer(pl_phone *ph, const pcall *pc, uint8_t *buf, size_t cap)
         }
         static const uint8_t any[16];
         const pl_addr *h = &ph->cfg.host_addr;
+        bool dup = false;
+        for (uint8_t i = 0; i < o.n_candidates; i++) dup |= pl_addr_equal(h, &o.candidates[i].addr);
         if ((h->family == PL_AF_INET4 || h->family == PL_AF_INET6) && h->port &&
-            memcmp(h->ip, any, h->family == PL_AF_INET4 ? 4 : 16) != 0 &&
-            !(o.n_candidates && pl_addr_equal(h, &o.candidates[0].addr))) {
+            memcmp(h->ip, any, h->family == PL_AF_INET4 ? 4 : 16) != 0 && !dup) {
             pl_record_candidate *c = &o.candidates[o.n_candidates++];
             c->type = PL_CAND_HOST;
             c->transport = PL_TRANSPORT_UDP;

@@ -110,6 +110,7 @@ static cJSON *cmd_status(parleyd *d)
         pd_people_status(d, r);
         pd_phone_status(d, r);
         pd_messages_status(d, r);
+        pd_reach_status(d, r);
         cJSON_AddNumberToObject(r, "attaches", st.attaches);
         cJSON_AddNumberToObject(r, "losses", st.losses);
         if (st.state == PL_NODE_WAITING)

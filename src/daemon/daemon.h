@@ -9,6 +9,7 @@
  *   messages.c chat (messages.db), following new messages; a supernode's
  *              mailbox as its operator sees it
  *   voicemail.c leaving, keeping, playing and deleting voicemail
+ *   reach.c    port mapping at the home router, the outgoing proxy
  */
 #ifndef PL_DAEMON_H
 #define PL_DAEMON_H
@@ -43,6 +44,13 @@ typedef struct pd_phone_options {
     const char *ring_timeout;
 } pd_phone_options;
 
+/* Port mapping and the outgoing proxy (reach.c). */
+typedef struct pd_reach_options {
+    bool no_portmap;   /* --no-portmap: do not ask the home router */
+    const char *proxy; /* --proxy URL (a copy; the command line is blanked) */
+    bool proxy_only;   /* --proxy-only: no UDP, everything through the proxy */
+} pd_reach_options;
+
 typedef struct options {
     const char *home;
     const char *role;
@@ -61,6 +69,7 @@ typedef struct options {
     uint16_t keepalive_s;
     bool no_udp, no_tcp, quiet;
     pd_phone_options phone;
+    pd_reach_options reach;
 } options;
 
 /* A TCP stream the daemon holds, named by its peer's address marked TCP. */
@@ -133,6 +142,8 @@ typedef struct parleyd {
     FILE *media_trace;
     /* messages.c, voicemail.c (a node) */
     struct pd_messages *msg;
+    /* reach.c */
+    struct pd_reach *reach;
 } parleyd;
 
 
@@ -210,5 +221,26 @@ cJSON *pd_cmd_mailbox(parleyd *d, int fd, const cJSON *req);
 uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, bool refuse_long,
                             int reply_fd);
 void pd_voicemail_stop(parleyd *d, uint32_t job);
+
+/* ---- reach.c ---- */
+/* A daemon option of reach.c's at argv[*i], as pd_phone_option. */
+int pd_reach_option(pd_reach_options *o, int argc, char **argv, int *i);
+/* Before the stack is made: the proxy (--proxy-only means no UDP). */
+int pd_reach_configure(parleyd *d, pl_stack_config *cfg);
+/* Once the stack runs: starts the port mapping (a node). */
+int pd_reach_open(parleyd *d);
+/* After the stack stopped: removes the mapping (waiting a few seconds at
+ * most for the router), frees everything. */
+void pd_reach_close(parleyd *d);
+/* Opens a TCP stream to a supernode or relay: through the proxy if one is
+ * configured, else directly (from `from`, or NULL). */
+pl_stream *pd_reach_connect(parleyd *d, const pl_addr *to, const pl_addr *from, pl_loop_err *err);
+/* An outgoing stream ended with an error before or while in use: logs why
+ * (the proxy's own answer when it was the proxy). Inside the close callback. */
+void pd_reach_stream_failed(parleyd *d, pl_stream *s, const pl_addr *to, int err);
+/* status: portmap {...} and proxy {...}. */
+void pd_reach_status(parleyd *d, cJSON *status);
+/* calls: a path's "proxy" and "proxy_url" when it goes through the proxy. */
+void pd_reach_path(parleyd *d, cJSON *path, const pl_path_info *p);
 
 #endif

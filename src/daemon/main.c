@@ -5,6 +5,7 @@
  *           [--bootstrap HEX@ADDR:PORT]... [--bootstrap-file FILE]
  *           [--control PATH] [--max-clients N] [--keepalive S]
  *           [--no-udp] [--no-tcp] [--passphrase-file F] [--quiet]
+ *           [--no-portmap] [--proxy URL] [--proxy-only]
  *
  * It loads the identity, certificate and pinned authority that `parley
  * keygen` and `parley register` left in the home directory, opens a UDP
@@ -267,8 +268,7 @@ static void send_datagram(void *ctx, const pl_addr *to, const uint8_t *data, siz
         /* From the address we listen on, unless that is a wildcard. */
         static const uint8_t any[16];
         bool wildcard = memcmp(d->local.ip, any, d->local.family == PL_AF_INET4 ? 4 : 16) == 0;
-        pl_stream *s = pl_stream_connect_from(d->loop, &plain, wildcard || d->local.family != plain.family ? NULL : &d->local,
-                                              &err);
+        pl_stream *s = pd_reach_connect(d, &plain, wildcard || d->local.family != plain.family ? NULL : &d->local, &err);
         if (!s) {
             pl_stack_unreachable(d->stack, to, pl_loop_now(d->loop));
             return;
@@ -280,8 +280,6 @@ static void send_datagram(void *ctx, const pl_addr *to, const uint8_t *data, siz
         }
         pl_stream_set_callbacks(s, on_frame, on_conn_close, d);
         pl_stream_set_max_frame(s, PL_SEC_MAX_DATAGRAM);
-        char text[PL_ADDR_TEXT_MAX];
-        pd_log(d, "connecting over TCP to %s", pl_addr_format(to, text, sizeof text));
     }
     if (pl_stream_send(c->stream, data, len) != PL_LOOP_OK) {
         pl_stream_close(c->stream, true);
@@ -309,8 +307,7 @@ static void on_conn_close(void *ctx, pl_stream *s, int err)
         bool outgoing = c->outgoing;
         conn_forget(d, c);
         if (outgoing && err) {
-            char text[PL_ADDR_TEXT_MAX];
-            pd_log(d, "TCP to %s failed: %s", pl_addr_format(&a, text, sizeof text), strerror(err));
+            pd_reach_stream_failed(d, s, &a, err);
             pl_stack_unreachable(d->stack, &a, pl_loop_now(d->loop));
             pd_rearm(d);
         }
@@ -559,7 +556,8 @@ static int usage(void)
             "          [--candidate-min-uptime S] [--candidate-min-kbps K] [--candidate-min-memory MB]\n"
             "          calls: [--auto-answer] [--answer-from WAV|tone:HZ|silence|device[:NAME]]\n"
             "          [--answer-to WAV|null|device[:NAME]] [--private] [--ring-timeout S]\n"
-            "          [--block-changed-keys] [--media-trace FILE]\n",
+            "          [--block-changed-keys] [--media-trace FILE]\n"
+            "          reach: [--no-portmap] [--proxy http://|socks5://[USER:PASS@]IP:PORT] [--proxy-only]\n",
             PROG);
     return 2;
 }
@@ -589,6 +587,8 @@ static int parse_options(options *o, int argc, char **argv)
                  strcmp(a, "--max-bandwidth") == 0)
             slot = &value;
         else if ((rc = pd_phone_option(&o->phone, argc, argv, &i)) != 0) {
+            if (rc < 0) return 2;
+        } else if ((rc = pd_reach_option(&o->reach, argc, argv, &i)) != 0) {
             if (rc < 0) return 2;
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", PROG, a);
@@ -731,6 +731,7 @@ int main(int argc, char **argv)
     memcpy(cfg.ca_pk, d.ca_pk, 32);
     pd_phone_configure(&d, &cfg);
     pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event, pd_messages_user_message};
+    if ((rc = pd_reach_configure(&d, &cfg))) return rc;
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));
     if (d.have_crl) pl_sec_set_crl(pl_link_sec(pl_stack_link(d.stack)), &d.crl, pl_loop_now(d.loop));
@@ -751,6 +752,7 @@ int main(int argc, char **argv)
     if (d.role == PL_ROLE_NODE && (rc = pd_people_open(&d))) return rc;
     if (d.role == PL_ROLE_NODE && (rc = pd_phone_open(&d))) return rc;
     if (d.role == PL_ROLE_NODE && (rc = pd_messages_open(&d))) return rc;
+    if ((rc = pd_reach_open(&d))) return rc;
     if (pipe2(d.signal_pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         pl_loop_watch_fd(d.loop, d.signal_pipe[0], PL_FD_READ, on_stop_signal, NULL);
         signal_fd = d.signal_pipe[1];
@@ -775,6 +777,7 @@ int main(int argc, char **argv)
     pd_phone_close(&d);
     pl_stack_stop(d.stack, pl_loop_now(d.loop));
     if (d.udp) pl_udp_flush(d.udp);
+    pd_reach_close(&d);
     if (pl_stack_node(d.stack)) save_hosts(&d);
     pd_control_close(&d);
     pd_messages_close(&d);

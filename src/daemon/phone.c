@@ -609,6 +609,7 @@ static cJSON *call_json(parleyd *d, const pd_call *c, const pl_phone_call_info *
             cJSON_AddNumberToObject(p, "since_ms", ms(c->path_at - in->dialed));
             cJSON_AddNumberToObject(p, "changes", c->path_changes);
         }
+        pd_reach_path(d, p, &in->path);
     }
     /* Dial (or incoming call) to the first voice packet heard. */
     if (in->first_media_rx) cJSON_AddNumberToObject(o, "first_media_ms", ms(in->first_media_rx - in->dialed));

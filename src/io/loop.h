@@ -135,6 +135,10 @@ pl_stream *pl_stream_connect_via_proxy(pl_loop *loop, const pl_proxy_config *pro
 /* PL_PROXY_OK for a direct stream, or one whose tunnel opened; else what
  * ended the handshake (PL_PROXY_ERR_CONNECT: no connection to the proxy). */
 pl_proxy_err pl_stream_proxy_error(const pl_stream *s);
+/* After a failed handshake (inside the close callback): the proxy's last
+ * answer, for messages (an HTTP status; a SOCKS5 method, RFC 1929 status or
+ * reply code), or -1 when it gave none. */
+int pl_stream_proxy_reply_code(const pl_stream *s);
 void pl_stream_set_callbacks(pl_stream *s, pl_stream_frame_cb on_frame, pl_stream_close_cb on_close, void *ctx);
 /* Lowers the largest frame accepted from the peer (default and ceiling
  * PL_STREAM_MAX_FRAME); a longer length closes the stream with EMSGSIZE. */
