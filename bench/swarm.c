@@ -402,7 +402,7 @@ static bool start_client(worker *w, uint32_t g, pl_time now)
                           .no_mailbox = true};
     memcpy(sc.ca_pk, w->ca.pk, 32);
     g_ctx[w->n] = (client_ctx){w, c};
-    pl_stack_io io = {&g_ctx[w->n], on_send, NULL, NULL, on_event};
+    pl_stack_io io = {&g_ctx[w->n], on_send, NULL, NULL, on_event, NULL};
     pl_stack_err err = pl_stack_new(&c->st, &sc, &io);
     sodium_memzero(&u, sizeof u);
     if (err) die("client %u: %s", g, pl_stack_strerror(err));
