@@ -87,6 +87,12 @@ static void phone_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t
 static void dispatch(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
                      const uint8_t *msg, size_t len, pl_time now)
 {
+    /* Conference control between users is the driver's (it keeps the
+     * conference core beside the phone); no core takes it. */
+    if (len && msg[0] >= PL_OVL_CONF_FIRST && msg[0] <= PL_OVL_CONF_LAST) {
+        if (st->node && st->io.user_message) st->io.user_message(st->io.ctx, pk, cert, msg, len, now);
+        return;
+    }
     if (st->super && pl_super_message(st->super, pk, cert, from, msg, len, now)) return;
     if (st->phone && pl_phone_message(st->phone, pk, cert, from, msg, len, now)) return;
     if (st->node && pl_node_message(st->node, pk, from, msg, len, now)) return;

@@ -205,6 +205,7 @@ static const control_command CONTROL_COMMANDS[] = {
     {"mute", true, pd_cmd_call_action},
     {"unmute", true, pd_cmd_call_action},
     {"calls", true, pd_cmd_calls},
+    {"conference", true, pd_cmd_conference},
 };
 
 static void control_line(parleyd *d, control_client *c, const char *line)

@@ -728,7 +728,7 @@ int main(int argc, char **argv)
                            .membership = d.role == PL_ROLE_SUPERNODE};
     memcpy(cfg.ca_pk, d.ca_pk, 32);
     pd_phone_configure(&d, &cfg);
-    pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event};
+    pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event, pd_conf_message};
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));
     if (d.have_crl) pl_sec_set_crl(pl_link_sec(pl_stack_link(d.stack)), &d.crl, pl_loop_now(d.loop));
