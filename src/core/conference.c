@@ -1489,6 +1489,7 @@ pl_time pl_conf_next_timeout(const pl_conf *c)
     pl_time t = PL_TIME_NEVER;
     if (c->role == PL_CONF_HOST) {
         if (c->handing_over) return c->resent ? c->hangup_at : c->handover_resend;
+        if (count_others(c, -1) == 0) return c->now; /* alone: the conference ends */
         if (!c->move_decided && c->settle_by < t) t = c->settle_by;
         for (uint32_t i = 0; i < PL_CONF_MAX; i++) {
             const member *m = &c->m[i];
