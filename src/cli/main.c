@@ -1590,8 +1590,8 @@ static const command COMMANDS[] = {
     {"calls", cmd_calls, "calls                                     calls and their live statistics"},
     {"conference", cmd_conference, "conference NAME NAME... [--from ...] [--to ...] [--duration S]\n"
                                    "                                            start a conference (you host) and follow it\n"
-                                   "  conference add NAME | leave             add someone (a participant asks the host), leave\n"
-                                   "  conference                              the roster: host, successor, each leg's figures"},
+                                   "  conference add NAME | leave               add someone (a participant asks the host), leave\n"
+                                   "  conference                                the roster: host, successor, each leg's figures"},
     {"stop", cmd_stop, "stop                                      stop the daemon"},
     {"help", cmd_help, "help                                      this text"},
 };
