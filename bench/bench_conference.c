@@ -280,6 +280,9 @@ static double burst_delay(lab *l, int talker, int listener)
     return d[got / 2];
 }
 
+/* A difference to one decimal, never printed as -0.0. */
+static double tenth(double x) { return round(x * 10) / 10 + 0.0; }
+
 static int connected(const pl_conf *c)
 {
     pl_conf_info in;
@@ -338,7 +341,7 @@ int main(int argc, char **argv)
     printf("one-way delay in the %d-party conference:\n", parties);
     printf("  host -> participant %.1f ms, participant -> host %.1f ms: mixing adds %+.1f and %+.1f ms to the plain call's "
            "%.1f / %.1f\n",
-           hp, ph, hp - plain_ab, ph - plain_ba, plain_ab, plain_ba);
+           hp, ph, tenth(hp - plain_ab), tenth(ph - plain_ba), plain_ab, plain_ba);
     double pmean = (pp + pp2) / 2;
     printf("  participant -> participant (through the host) %.1f and %.1f ms: %.1f ms over the plain call, of which %.0f "
            "the second network hop and %.1f the host (its jitter buffer, decode, mixer, encode)\n",

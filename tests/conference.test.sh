@@ -137,21 +137,31 @@ expect "dave's daemon says so" 'conference: over \(left\)' "$(cat "$T/dave.log")
 # bob, carol and dave's recordings are complete (dave's is closed):
 # everyone's voice is in the others' and never in its own.
 sleep 1
+# Two different talkers correlate by chance at 0.03-0.05; a voice in the
+# mix at 0.3-0.55 here, down to about 0.08 under ASan on a loaded machine,
+# where late scheduling stretches the recordings against the sources. A
+# recording holds a talker when the correlation is above chance (0.06) and
+# at least 1.5 times that of its own talker; it does not hold its own when
+# that stays at chance (< 0.07).
 table=""
 fails=0
 for r in 2 3 4; do
+    own=$(corr "$r" "$T/rec$r.wav")
+    [ -n "$own" ] || own=1
     for t in 1 2 3 4; do
-        c=$(corr "$t" "$T/rec$r.wav")
+        if [ "$t" = "$r" ]; then c=$own; else c=$(corr "$t" "$T/rec$r.wav"); fi
+        [ -n "$c" ] || c=-1
         table="$table talker$t@rec$r=$c"
         if [ "$t" = "$r" ]; then
-            awk -v c="$c" 'BEGIN { exit !(c < 0.08) }' || { fails=$((fails + 1)); echo "     rec$r holds its own talker: $c"; }
+            awk -v c="$c" 'BEGIN { exit !(c >= 0 && c < 0.07) }' || { fails=$((fails + 1)); echo "     rec$r holds its own talker: $c"; }
         else
-            awk -v c="$c" 'BEGIN { exit !(c > 0.12) }' || { fails=$((fails + 1)); echo "     rec$r lacks talker$t: $c"; }
+            awk -v c="$c" -v o="$own" 'BEGIN { exit !(c > 0.06 && c >= 1.5 * o) }' ||
+                { fails=$((fails + 1)); echo "     rec$r lacks talker$t: $c (its own: $own)"; }
         fi
     done
 done
 echo "    $table"
-[ $fails -eq 0 ] && ok "each recording holds the other three talkers (correlation > 0.12) and not its own (< 0.08)" ||
+[ $fails -eq 0 ] && ok "each recording holds the other three talkers (correlation > 0.06 and >= 1.5x its own) and not its own (< 0.07)" ||
     bad "recordings against the talkers" "$table"
 
 # ---- the host leaves ------------------------------------------------------------------------------------------
