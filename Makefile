@@ -113,6 +113,7 @@ test-asan:
 bench: all
 	@for b in $(BENCHES); do $$b || exit 1; done
 	@bench/call.bench.sh $(BUILD)
+	@bench/conference.bench.sh $(BUILD)
 
 # The overlay at 100k/1k (storm, cascade) and 1M/10k in the simulator: long.
 bench-sim: all

@@ -97,7 +97,7 @@ typedef struct opts {
     const char *duration;  /* call/answer: hang up this many seconds after the answer */
     const char *limit;     /* chat history: the last N messages */
     bool keep_unread;      /* chat history, follow: do not mark what is shown read */
-    const char *args[4];
+    const char *args[40];  /* conference: the names of up to 31 others */
     int nargs;
     bool json;
     bool force;
@@ -1409,6 +1409,8 @@ static int cmd_resume(void) { return call_action("resume", "resumed"); }
 static int cmd_mute(void) { return call_action("mute", "muted"); }
 static int cmd_unmute(void) { return call_action("unmute", "unmuted"); }
 
+static void print_conference(const cJSON *conf);
+
 static int cmd_calls(void)
 {
     int rc;
@@ -1439,6 +1441,8 @@ static int cmd_calls(void)
         n++;
     }
     if (n == 0) printf("no calls\n");
+    const cJSON *conf = cJSON_GetObjectItemCaseSensitive(r, "conference");
+    if (conf && strcmp(jstr(conf, "role"), "none") != 0) print_conference(conf);
     cJSON_Delete(r);
     return 0;
 }
@@ -1798,6 +1802,159 @@ static int cmd_mailbox(void)
     return EXIT_OK;
 }
 
+/* ---- conferences ------------------------------------------------------------------------------ */
+
+/* The roster, the host and its successor, and each leg's figures. */
+static void print_conference(const cJSON *conf)
+{
+    const char *role = jstr(conf, "role");
+    if (strcmp(role, "none") == 0) {
+        if (*jstr(conf, "last_end")) printf("no conference (the last one: %s)\n", jstr(conf, "last_end"));
+        else printf("no conference\n");
+        return;
+    }
+    printf("conference (%s), %.0f s: host %s, successor %s%s\n", role, jnum(conf, "duration_s"), jstr(conf, "host"),
+           *jstr(conf, "successor") ? jstr(conf, "successor") : "none",
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(conf, "handing_over")) ? " (handing over)" : "");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(conf, "members")) {
+        const cJSON *rep = cJSON_GetObjectItemCaseSensitive(m, "report");
+        const cJSON *leg = cJSON_GetObjectItemCaseSensitive(m, "leg");
+        const char *tag = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "host"))        ? "host"
+                          : cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "successor")) ? "successor"
+                                                                                           : "";
+        printf("  %-20s %-9s %-10s %s nat, rtt %.0f ms%s\n", jstr(m, "name"), tag, jstr(m, "state"), jstr(rep, "nat"),
+               jnum(rep, "rtt_ms"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "self")) ? "  (you)" : "");
+        if (leg)
+            printf("  %-20s leg: %s, rtt %.1f ms, loss %.1f%% in / %.1f%% out, %.1f kbit/s, concealed %.1f%%\n", "",
+                   *jstr(leg, "path") ? jstr(leg, "path") : "no path", jnum(leg, "rtt_ms"), 100 * jnum(leg, "loss_rx"),
+                   100 * jnum(leg, "loss_tx"), jnum(leg, "bitrate") / 1000, 100 * jnum(leg, "concealed_fraction"));
+    }
+}
+
+static volatile sig_atomic_t conf_interrupted;
+static void on_conf_signal(int sig)
+{
+    (void)sig;
+    conf_interrupted = 1;
+}
+
+/* Follows the conference we started until it is over for us: who joins
+ * and leaves, who hosts. Ctrl-C or --duration leaves it. */
+static int follow_conference(void)
+{
+    signal(SIGINT, on_conf_signal);
+    signal(SIGTERM, on_conf_signal);
+    pl_time started = mono_now();
+    double duration = g.duration ? atof(g.duration) : 0;
+    bool left = false;
+    char host[64] = "", seen[4096] = ",";
+    cJSON *last = NULL;
+    for (;;) {
+        int rc;
+        cJSON *r = control_call("conference", NULL, &rc);
+        if (!r) {
+            cJSON_Delete(last);
+            return rc;
+        }
+        const cJSON *conf = cJSON_GetObjectItemCaseSensitive(r, "conference");
+        if (strcmp(jstr(conf, "role"), "none") == 0) {
+            if (g.json) print_json(last ? last : r);
+            else printf("conference over: %s\n", *jstr(conf, "last_end") ? jstr(conf, "last_end") : "ended");
+            cJSON_Delete(r);
+            cJSON_Delete(last);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGTERM, SIG_DFL);
+            return EXIT_OK;
+        }
+        if (!g.json) {
+            if (strcmp(host, jstr(conf, "host")) != 0 && *jstr(conf, "host")) {
+                snprintf(host, sizeof host, "%s", jstr(conf, "host"));
+                printf("host %s (successor %s)\n", host, *jstr(conf, "successor") ? jstr(conf, "successor") : "none");
+            }
+            /* Who is connected now, against who was. */
+            char now_in[4096] = ",";
+            const cJSON *m;
+            cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(conf, "members")) {
+                if (strcmp(jstr(m, "state"), "connected") != 0 || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "self")))
+                    continue;
+                char item[80];
+                snprintf(item, sizeof item, "%s,", jstr(m, "name"));
+                if (strlen(now_in) + strlen(item) < sizeof now_in) strcat(now_in, item);
+                char probe[82];
+                snprintf(probe, sizeof probe, ",%s", item);
+                if (!strstr(seen, probe)) printf("joined %s\n", jstr(m, "name"));
+            }
+            for (char *p = seen + 1; *p;) {
+                char *comma = strchr(p, ',');
+                if (!comma) break;
+                char name[80];
+                snprintf(name, sizeof name, ",%.*s,", (int)(comma - p), p);
+                if (!strstr(now_in, name)) printf("left %.*s\n", (int)(comma - p), p);
+                p = comma + 1;
+            }
+            snprintf(seen, sizeof seen, "%s", now_in);
+            fflush(stdout);
+        }
+        cJSON_Delete(last);
+        last = r;
+        bool due = duration > 0 && (double)(mono_now() - started) / PL_SEC >= duration;
+        if ((conf_interrupted || due) && !left) {
+            left = true;
+            cJSON *req = cJSON_CreateObject();
+            cJSON_AddStringToObject(req, "op", "leave");
+            cJSON *x = control_call("conference", req, &rc);
+            if (x) cJSON_Delete(x);
+            if (!g.json) printf("leaving\n");
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int cmd_conference(void)
+{
+    const char *op = g.nargs >= 1 ? g.args[0] : "show";
+    cJSON *req = cJSON_CreateObject();
+    int rc;
+    if (strcmp(op, "show") == 0 && g.nargs <= 1) {
+        cJSON_AddStringToObject(req, "op", "show");
+    } else if (strcmp(op, "add") == 0) {
+        if (g.nargs != 2) {
+            cJSON_Delete(req);
+            return fail(EXIT_USAGE, "usage", "usage: parley conference add NAME");
+        }
+        cJSON_AddStringToObject(req, "op", "add");
+        cJSON_AddStringToObject(req, "name", g.args[1]);
+    } else if (strcmp(op, "leave") == 0 && g.nargs == 1) {
+        cJSON_AddStringToObject(req, "op", "leave");
+    } else {
+        cJSON_AddStringToObject(req, "op", "start");
+        cJSON *arr = cJSON_AddArrayToObject(req, "names");
+        for (int i = 0; i < g.nargs; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(g.args[i]));
+        if (g.from) cJSON_AddStringToObject(req, "from", g.from);
+        if (g.to) cJSON_AddStringToObject(req, "to", g.to);
+        cJSON *r = control_call("conference", req, &rc);
+        if (!r) return rc;
+        cJSON_Delete(r);
+        if (!g.json) {
+            printf("conference: calling");
+            for (int i = 0; i < g.nargs; i++) printf(" %s", g.args[i]);
+            printf("\n");
+            fflush(stdout);
+        }
+        return follow_conference();
+    }
+    cJSON *r = control_call("conference", req, &rc);
+    if (!r) return rc;
+    if (g.json) print_json(r);
+    else if (strcmp(op, "add") == 0) printf("adding %s (%s)\n", g.args[1], strcmp(jstr(cJSON_GetObjectItemCaseSensitive(r, "conference"), "role"), "participant") == 0 ? "asked the host" : "calling");
+    else if (strcmp(op, "leave") == 0) printf("leaving the conference\n");
+    else print_conference(cJSON_GetObjectItemCaseSensitive(r, "conference"));
+    cJSON_Delete(r);
+    return EXIT_OK;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(void);
@@ -1835,6 +1992,10 @@ static const command COMMANDS[] = {
                        "                                            what is shown is marked read (--keep-unread: not)"},
     {"voicemail", cmd_voicemail, "voicemail leave NAME --from FILE.wav | list | play ID [--to FILE.wav|device] | delete ID"},
     {"mailbox", cmd_mailbox, "mailbox held NAME | dump FILE             a supernode's share of the mailbox (operators)"},
+    {"conference", cmd_conference, "conference NAME NAME... [--from ...] [--to ...] [--duration S]\n"
+                                   "                                            start a conference (you host) and follow it\n"
+                                   "  conference add NAME | leave               add someone (a participant asks the host), leave\n"
+                                   "  conference                                the roster: host, successor, each leg's figures"},
     {"stop", cmd_stop, "stop                                      stop the daemon"},
     {"help", cmd_help, "help                                      this text"},
 };
@@ -1896,7 +2057,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--keep-unread") == 0) g.keep_unread = true;
         else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
         else if (!g.cmd) g.cmd = a;
-        else if (g.nargs < 4) g.args[g.nargs++] = a;
+        else if (g.nargs < (int)(sizeof g.args / sizeof g.args[0])) g.args[g.nargs++] = a;
         else return fail(EXIT_USAGE, "usage", "too many arguments");
         if (slot) {
             if (i + 1 >= argc) return fail(EXIT_USAGE, "usage", "%s needs a value", a);

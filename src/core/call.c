@@ -944,6 +944,13 @@ pl_call_err pl_call_set_mute(pl_call *c, uint32_t handle, bool muted)
     return PL_CALL_OK;
 }
 
+pl_call_err pl_call_set_call_waiting(pl_call *c, bool on)
+{
+    if (!on && live_count(c) > 1) return PL_CALL_ERR_STATE;
+    c->call_waiting = on;
+    return PL_CALL_OK;
+}
+
 /* ---- the peer's session, liveness and time -------------------------------------------------------------- */
 
 static pl_call_end_reason failure_reason(const slot *s)

@@ -305,6 +305,10 @@ pl_call_err pl_call_hold(pl_call *call, uint32_t handle, pl_time now);
 pl_call_err pl_call_resume(pl_call *call, uint32_t handle, pl_time now);
 /* Mute is the media layer's business; the engine only keeps the flag. */
 pl_call_err pl_call_set_mute(pl_call *call, uint32_t handle, bool muted);
+/* Call waiting on or off while the engine runs (a conference host holds
+ * several calls at once). Turning it off while more than one call is live
+ * fails (PL_CALL_ERR_STATE) and changes nothing. */
+pl_call_err pl_call_set_call_waiting(pl_call *call, bool on);
 
 /* An authenticated message from the peer with key pk (cert: its
  * certificate). Returns false when the type is not a call message, for the

@@ -38,6 +38,11 @@ enum {
     PL_OVL_REDIRECT = 0x09,
 };
 
+/* Conference control between users (conference.h, docs/messages.md
+ * section 5.4): no core's; the stack hands it to its driver. */
+#define PL_OVL_CONF_FIRST 0x90
+#define PL_OVL_CONF_LAST 0x9f
+
 /* The directory (docs/directory.md) and presence. */
 enum {
     PL_OVL_PUBLISH = 0x20,      /* node -> its supernode: my record */

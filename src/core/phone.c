@@ -110,6 +110,7 @@ struct pl_phone {
     pl_time now;
     pl_env_seen seen;
     uint8_t admit_verdict; /* the pin verdict of the invite being admitted */
+    bool multi_call;       /* pl_phone_set_multi_call */
     pl_phone_stats stats;
     pl_phone_call_info info; /* for events */
     pl_phone_knock knock;    /* the last one decoded */
@@ -1292,7 +1293,7 @@ pl_phone_err pl_phone_dial(pl_phone *ph, const char *name, pl_time now, uint32_t
             return map_call_err(pl_call_answer(ph->engine, pc->handle, now));
         }
     }
-    if (count_phase(ph, PH_LOOKUP) || count_phase(ph, PH_LIVE)) return PL_PHONE_ERR_BUSY;
+    if (!ph->multi_call && (count_phase(ph, PH_LOOKUP) || count_phase(ph, PH_LIVE))) return PL_PHONE_ERR_BUSY;
     if (pl_node_get_status(ph->node).state != PL_NODE_ATTACHED) return PL_PHONE_ERR_OFFLINE;
     pcall *pc = new_call(ph, PH_LOOKUP);
     if (!pc) return PL_PHONE_ERR_FULL;
@@ -1379,6 +1380,35 @@ bool pl_phone_audio(pl_phone *ph, uint32_t id, const int16_t *in, int16_t *out, 
     return pc->media_on;
 }
 
+bool pl_phone_pull(pl_phone *ph, uint32_t id, int16_t *out, pl_time now)
+{
+    ph->now = now;
+    pcall *pc = by_id(ph, id);
+    if (!pc || pc->phase != PH_LIVE || !pc->media) {
+        memset(out, 0, PL_VOICE_FRAME * sizeof *out);
+        return false;
+    }
+    pl_media_pull(pc->media, out, now);
+    return pc->media_on;
+}
+
+bool pl_phone_capture(pl_phone *ph, uint32_t id, const int16_t *in, pl_time now)
+{
+    ph->now = now;
+    pcall *pc = by_id(ph, id);
+    if (!pc || pc->phase != PH_LIVE || !pc->media) return false;
+    static const int16_t silence[PL_VOICE_FRAME];
+    pl_media_capture(pc->media, in ? in : silence, now);
+    return pc->media_on;
+}
+
+pl_phone_err pl_phone_set_multi_call(pl_phone *ph, bool on)
+{
+    if (pl_call_set_call_waiting(ph->engine, on) != PL_CALL_OK) return PL_PHONE_ERR_STATE;
+    ph->multi_call = on;
+    return PL_PHONE_OK;
+}
+
 bool pl_phone_get_info(const pl_phone *ph, uint32_t id, pl_phone_call_info *info)
 {
     const pcall *pc = by_id_const(ph, id);
@@ -1426,6 +1456,7 @@ pl_phone_err pl_phone_new(pl_phone **out, const pl_phone_config *cfg, const pl_p
     if (pl_cert_decode(&ph->own_cert, ph->cert, ph->cert_len) != PL_CERT_OK) err = PL_PHONE_ERR_CONFIG;
     pl_call_config cc = {.rng = cfg->rng,
                          .mem = mem,
+                         .max_calls = PL_PHONE_MAX_CALLS + 8, /* live calls and a few that ended */
                          .ring_timeout = cfg->ring_timeout,
                          .silence_timeout = cfg->silence_timeout,
                          .auto_answer = cfg->auto_answer};

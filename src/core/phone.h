@@ -68,7 +68,7 @@ bool pl_phone_decode_knock(pl_phone_knock *k, const uint8_t *buf, size_t len);
 #define PL_PHONE_OFFER_EVERY PL_SEC          /* our offer again in the session ... */
 #define PL_PHONE_OFFER_TRIES 3               /* ... this many times in all */
 #define PL_PHONE_LINGER (4 * PL_SEC)         /* an ended call keeps its paths for the last messages */
-#define PL_PHONE_MAX_CALLS 8
+#define PL_PHONE_MAX_CALLS 40                /* a conference host holds a call per participant (32) */
 #define PL_PHONE_MAX_PREPARED 4              /* callers knocking at once, not yet inviting */
 
 /* Why a call ended: the call engine's reasons (1..PL_CALL_END_MAX, call.h)
@@ -211,6 +211,17 @@ pl_phone_err pl_phone_mute(pl_phone *ph, uint32_t id, bool mute, pl_time now);
  * `out` gets the frame to play (silence when no media flows). Returns true
  * when media flows (answered and not on hold). */
 bool pl_phone_audio(pl_phone *ph, uint32_t id, const int16_t *in, int16_t *out, pl_time now);
+/* The two halves of pl_phone_audio, for a driver that must have every
+ * call's incoming frame before it can make any call's outgoing one (a
+ * conference host mixes): pull first, capture after, once each per 20 ms
+ * tick. Each returns true when media flows. */
+bool pl_phone_pull(pl_phone *ph, uint32_t id, int16_t *out, pl_time now);
+bool pl_phone_capture(pl_phone *ph, uint32_t id, const int16_t *in, pl_time now);
+/* Several calls at once (a conference): dialing is allowed while other
+ * calls are live, and a new incoming call rings (call waiting) instead of
+ * meeting BUSY. Turning it off while more than one call is live fails
+ * (PL_PHONE_ERR_STATE). Off by default. */
+pl_phone_err pl_phone_set_multi_call(pl_phone *ph, bool on);
 
 bool pl_phone_get_info(const pl_phone *ph, uint32_t id, pl_phone_call_info *info);
 /* The calls the phone knows (ended ones until their linger is over). */

@@ -87,10 +87,11 @@ static void phone_send(void *ctx, const pl_addr *to, const uint8_t *data, size_t
 static void dispatch(pl_stack *st, const uint8_t pk[32], const pl_cert *cert, const pl_addr *from,
                      const uint8_t *msg, size_t len, pl_time now)
 {
-    /* Chat between users is the driver's (the daemon keeps the chat engine
-     * and its history); no core takes it, a promoted node's mailbox
+    /* Chat and conference control between users are the driver's (the
+     * daemon keeps the chat engine and its history, and the conference core
+     * beside the phone); no core takes them, a promoted node's mailbox
      * included. */
-    if (len && msg[0] == PL_MBOX_CHAT) {
+    if (len && (msg[0] == PL_MBOX_CHAT || (msg[0] >= PL_OVL_CONF_FIRST && msg[0] <= PL_OVL_CONF_LAST))) {
         if (st->node && st->io.user_message) st->io.user_message(st->io.ctx, pk, cert, msg, len, now);
         return;
     }

@@ -60,7 +60,8 @@ typedef struct pl_stack_io {
     void (*close_peer)(void *ctx, const uint8_t pk[32], pl_time now);
     void (*event)(void *ctx, const pl_stack_event *ev);
     /* A node: a message between users that the driver handles (chat, type
-     * PL_MBOX_CHAT, from the authenticated peer pk); NULL: dropped. */
+     * PL_MBOX_CHAT; conference control, types 0x90-0x9f, conference.h),
+     * from the authenticated peer pk; NULL: dropped. */
     void (*user_message)(void *ctx, const uint8_t pk[32], const pl_cert *cert, const uint8_t *msg, size_t len,
                          pl_time now);
 } pl_stack_io;

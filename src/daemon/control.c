@@ -211,6 +211,7 @@ static const control_command CONTROL_COMMANDS[] = {
     {"chat", true, pd_cmd_chat},
     {"voicemail", true, pd_cmd_voicemail},
     {"mailbox", false, pd_cmd_mailbox},
+    {"conference", true, pd_cmd_conference},
 };
 
 static void control_line(parleyd *d, control_client *c, const char *line)

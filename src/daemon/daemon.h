@@ -144,6 +144,8 @@ typedef struct parleyd {
     struct pd_messages *msg;
     /* reach.c */
     struct pd_reach *reach;
+    /* conference.c */
+    struct pd_conf *conf;
 } parleyd;
 
 
@@ -242,5 +244,31 @@ void pd_reach_stream_failed(parleyd *d, pl_stream *s, const pl_addr *to, int err
 void pd_reach_status(parleyd *d, cJSON *status);
 /* calls: a path's "proxy" and "proxy_url" when it goes through the proxy. */
 void pd_reach_path(parleyd *d, cJSON *path, const pl_path_info *p);
+struct pl_audio_source;
+struct pl_audio_sink;
+struct pl_dsp;
+/* For conference.c: a call's audio, detached from the call (false: it has
+ * none); audio from specifications as `call` takes them. */
+bool pd_phone_take_audio(parleyd *d, uint32_t id, struct pl_audio_source **src, struct pl_audio_sink **sink,
+                         struct pl_dsp **dsp);
+bool pd_phone_open_audio(const char *from, const char *to, struct pl_audio_source **src, struct pl_audio_sink **sink,
+                         struct pl_dsp **dsp, char *msg, size_t cap);
+
+/* ---- conference.c ---- */
+int pd_conf_open(parleyd *d);
+void pd_conf_close(parleyd *d);
+/* Every phone event; true when the conference takes the call (no ringing,
+ * no auto-answer). */
+bool pd_conf_on_phone(parleyd *d, const pl_phone_event *ev);
+/* The stack's user_message hook (conference control messages). */
+void pd_conf_message(void *ctx, const uint8_t pk[32], const pl_cert *cert, const uint8_t *msg, size_t len,
+                     pl_time now);
+/* The call is a conference leg: the phone's clock gives it no audio. */
+bool pd_conf_owns(parleyd *d, uint32_t call);
+/* One 20 ms frame of the conference's audio; false when not in one. */
+bool pd_conf_audio(parleyd *d, pl_time now);
+/* Adds "conference" to a `calls` reply when there is (or just was) one. */
+void pd_conf_json(parleyd *d, cJSON *reply);
+cJSON *pd_cmd_conference(parleyd *d, int fd, const cJSON *req);
 
 #endif

@@ -448,6 +448,15 @@ static void open_supernode_tcp(parleyd *d)
     if (!d->tcp) pd_log(d, "cannot listen on TCP as a supernode: %s (UDP only)", pl_loop_strerror(le));
 }
 
+/* A message between users that no core takes: chat goes to messages.c,
+ * conference control to conference.c (stack.h says which types). */
+static void on_user_message(void *ctx, const uint8_t pk[32], const pl_cert *cert, const uint8_t *msg, size_t len,
+                            pl_time now)
+{
+    if (len && msg[0] == PL_MBOX_CHAT) pd_messages_user_message(ctx, pk, cert, msg, len, now);
+    else pd_conf_message(ctx, pk, cert, msg, len, now);
+}
+
 static void on_event(void *ctx, const pl_stack_event *ev)
 {
     parleyd *d = ctx;
@@ -730,7 +739,7 @@ int main(int argc, char **argv)
                            .membership = d.role == PL_ROLE_SUPERNODE};
     memcpy(cfg.ca_pk, d.ca_pk, 32);
     pd_phone_configure(&d, &cfg);
-    pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event, pd_messages_user_message};
+    pl_stack_io io = {&d, send_datagram, NULL, NULL, on_event, on_user_message};
     if ((rc = pd_reach_configure(&d, &cfg))) return rc;
     pl_stack_err se = pl_stack_new(&d.stack, &cfg, &io);
     if (se) return pd_die("cannot start the protocol stack: %s", pl_stack_strerror(se));

@@ -188,6 +188,31 @@ static bool open_audio(pd_call *c, const char *from, const char *to, char *msg, 
     return true;
 }
 
+bool pd_phone_take_audio(parleyd *d, uint32_t id, pl_audio_source **src, pl_audio_sink **sink, pl_dsp **dsp)
+{
+    pd_call *c = call_of(d, id);
+    if (!c || (!c->src && !c->sink)) return false;
+    *src = c->src;
+    *sink = c->sink;
+    *dsp = c->dsp;
+    c->src = NULL;
+    c->sink = NULL;
+    c->dsp = NULL;
+    return true;
+}
+
+bool pd_phone_open_audio(const char *from, const char *to, pl_audio_source **src, pl_audio_sink **sink, pl_dsp **dsp,
+                         char *msg, size_t cap)
+{
+    pd_call staged;
+    memset(&staged, 0, sizeof staged);
+    if (!open_audio(&staged, from, to, msg, cap)) return false;
+    *src = staged.src;
+    *sink = staged.sink;
+    *dsp = staged.dsp;
+    return true;
+}
+
 /* ---- the 20 ms audio clock ------------------------------------------------------------------------ */
 
 static bool wants_audio(const pd_call *c)
@@ -221,9 +246,10 @@ static void audio_tick(pl_loop *loop, void *ctx)
     pl_time now = pl_loop_now(loop);
     bool any = false;
     for (int k = 0; k < MAX_CATCH_UP && d->audio_next <= now; k++) {
+        if (pd_conf_audio(d, now)) any = true; /* the conference's legs, mixed */
         for (size_t i = 0; i < d->n_calls; i++) {
             pd_call *c = &d->calls[i];
-            if (!c->used || !wants_audio(c)) continue;
+            if (!c->used || !wants_audio(c) || pd_conf_owns(d, c->id)) continue;
             audio_frame(d, c, now);
             any = true;
         }
@@ -268,6 +294,7 @@ static const char *path_text(const pl_path_info *p, char *buf, size_t cap)
 void pd_on_phone(parleyd *d, const pl_phone_event *ev)
 {
     const pl_phone_call_info *in = ev->info;
+    bool conference = pd_conf_on_phone(d, ev); /* a call the conference answers or keeps ringing */
     pd_call *c = call_add(d, ev->id);
     if (!c) return;
     c->last = *in;
@@ -278,7 +305,7 @@ void pd_on_phone(parleyd *d, const pl_phone_event *ev)
         break;
     case PL_PHONE_EV_INCOMING:
         pd_log(d, "call %u: incoming call from %s; safety number %s", ev->id, in->peer_name, in->safety_number);
-        if (d->opt.phone.auto_answer) {
+        if (d->opt.phone.auto_answer && !conference) {
             char msg[256];
             if (!open_audio(c, d->opt.phone.answer_from, d->opt.phone.answer_to, msg, sizeof msg)) {
                 pd_log(d, "call %u: not answering: %s", ev->id, msg);
@@ -368,6 +395,8 @@ void pd_phone_configure(parleyd *d, pl_stack_config *cfg)
 int pd_phone_open(parleyd *d)
 {
     pl_timer_init(&d->audio_timer, audio_tick, d);
+    int rc = pd_conf_open(d);
+    if (rc) return rc;
     if (d->opt.phone.media_trace) {
         d->media_trace = fopen(d->opt.phone.media_trace, "w");
         if (!d->media_trace) return pd_die("cannot write %s: %s", d->opt.phone.media_trace, strerror(errno));
@@ -388,6 +417,7 @@ int pd_phone_open(parleyd *d)
 void pd_phone_close(parleyd *d)
 {
     if (d->role != PL_ROLE_NODE) return;
+    pd_conf_close(d);
     pl_phone *ph = d->stack ? phone(d) : NULL;
     for (size_t i = 0; i < d->n_calls; i++) {
         pd_call *c = &d->calls[i];
@@ -664,6 +694,7 @@ cJSON *pd_cmd_calls(parleyd *d, int fd, const cJSON *req)
         if (cJSON_IsNumber(want) && (uint32_t)want->valuedouble != c->id) continue;
         cJSON_AddItemToArray(arr, call_json(d, c, &c->last, now));
     }
+    pd_conf_json(d, r);
     return r;
 }
 

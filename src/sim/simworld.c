@@ -41,6 +41,7 @@ struct pl_simworld {
     size_t n_hosts, cap_hosts;
     pl_keymap by_addr; /* address -> host index, for the external transport */
     pl_simworld_event_cb on_event;
+    pl_simworld_user_message_cb on_user_message;
     void *ctx;
     pl_simworld_tamper_cb tamper;
     void *tamper_ctx;
@@ -140,6 +141,14 @@ static void stack_event(void *ctx, const pl_stack_event *ev)
     if (h->world->on_event) h->world->on_event(h->world->ctx, h, ev);
 }
 
+static void stack_user_message(void *ctx, const uint8_t pk[32], const pl_cert *cert, const uint8_t *msg, size_t len,
+                               pl_time now)
+{
+    pl_simhost *h = ctx;
+    (void)cert;
+    if (h->world->on_user_message) h->world->on_user_message(h->world->ctx, h, pk, msg, len, now);
+}
+
 static void host_recv(void *ctx, const pl_addr *from, const pl_addr *to, const uint8_t *data, size_t len, pl_time now)
 {
     pl_simhost *h = ctx;
@@ -176,7 +185,7 @@ static bool make_stack(pl_simhost *h)
     cfg.bootstrap = h->bootstrap;
     cfg.self_addr = h->peer.addr;
     if (h->world->ring && cfg.role == PL_ROLE_SUPERNODE) cfg.shared_ring = h->world->ring;
-    pl_stack_io io = {h, send_datagram, send_message, NULL, stack_event, NULL};
+    pl_stack_io io = {h, send_datagram, send_message, NULL, stack_event, stack_user_message};
     if (pl_stack_new(&h->stack, &cfg, &io) != PL_STACK_OK) return false;
     pl_node *node = pl_stack_node(h->stack);
     if (node)
@@ -366,6 +375,7 @@ pl_simworld *pl_simworld_new(const pl_simworld_config *cfg)
     pl_simnet_set_default_link(w->net, cfg->link);
     w->secure = cfg->secure;
     w->on_event = cfg->on_event;
+    w->on_user_message = cfg->on_user_message;
     w->ctx = cfg->ctx;
     w->next_serial = 1;
     /* The CA key comes from the seeded generator too: same seed, same run. */

@@ -23,6 +23,10 @@ typedef struct pl_simworld pl_simworld;
 typedef struct pl_simhost pl_simhost;
 
 typedef void (*pl_simworld_event_cb)(void *ctx, pl_simhost *host, const pl_stack_event *ev);
+/* A message between users that the host's stack hands its driver
+ * (pl_stack_io.user_message: conference control). */
+typedef void (*pl_simworld_user_message_cb)(void *ctx, pl_simhost *host, const uint8_t pk[32], const uint8_t *msg,
+                                            size_t len, pl_time now);
 /* External transport only: sees (and may rewrite in place, up to
  * PL_SEC_MAX_PAYLOAD bytes, or drop by returning false) every message a
  * host sends: how tests make a supernode lie. */
@@ -46,6 +50,7 @@ typedef struct pl_simworld_config {
      * of who is alive), which is what lets 10,000 of them fit in memory. */
     bool share_ring;
     unsigned vpoints; /* ring points per supernode; 0: the default */
+    pl_simworld_user_message_cb on_user_message; /* NULL: such messages are dropped */
 } pl_simworld_config;
 
 pl_simworld *pl_simworld_new(const pl_simworld_config *cfg);
