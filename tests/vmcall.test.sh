@@ -10,7 +10,8 @@
 # says "leaving", then the voicemail's id. A call that is answered leaves
 # none, busy leaves none (documented), a call without --voicemail leaves
 # none and says how to; hanging up while a tone is being recorded ends the
-# voicemail and stores what was said until then.
+# voicemail and stores what was said until then; a full mailbox (a small
+# --mailbox-quota on the supernodes) refuses it, in one line and exit 7.
 set -u
 B=${PARLEY_BUILD:-build/release}
 CA="$B/parley-ca"
@@ -68,6 +69,8 @@ tests/media/make_speech.sh "$SPEECH" >/dev/null 2>&1 || { bad "make_speech.sh ma
 CLIP="$T/clip.wav"
 sox "$SPEECH/talker1.wav" "$CLIP" trim 0 4.0 2>/dev/null || { bad "sox cuts the speech"; finish; }
 
+# A small mailbox quota (24 KiB of voicemail per recipient, about 8 s of
+# speech) so that a full mailbox is cheap to reach.
 # ---- the authority, the supernodes, the users -----------------------------------------------
 FP=$("$CA" init --dir "$T/ca") || { bad "ca init"; finish; }
 "$CA" serve --dir "$T/ca" --listen 127.0.0.1:0 --rate 1000 --burst 1000 >"$T/ca.out" 2>>"$T/ca.log" &
@@ -91,7 +94,8 @@ start_daemon() { # USER ARGS...
     wait_line "$T/$u.out" '^listening' || { bad "$u starts" "$(tail -5 "$T/$u.log")"; return 1; }
 }
 for i in 1 2 3; do
-    start_daemon "super$i" --role supernode --listen "$NET.$i:$PORT" --bootstrap-file "$T/supernodes" || finish
+    start_daemon "super$i" --role supernode --listen "$NET.$i:$PORT" --bootstrap-file "$T/supernodes" \
+        --mailbox-quota 24576 || finish
 done
 # The supernodes find each other before users attach (each mailbox has
 # its three replicas).
@@ -231,8 +235,26 @@ rc=$?
 out=$(cat "$T/c-tone.out")
 [ $rc -eq 0 ] && ok "Ctrl-C while recording ends the voicemail and stores it (exit 0)" || bad "hang-up while recording: exit 0" "exit $rc: $out"
 dur=$(printf '%s' "$out" | sed -n 's/^voicemail left for erin: \([0-9.]*\) s, stored.*/\1/p')
+echo "     $(pl alice --json calls | grep -o '"duration_s":[0-9.]*,"bytes":[0-9]*' | tail -1)"
 check "what was recorded until the hang-up is kept: about 2 s of tone" 'a >= 1.5 && a <= 3.5' "$dur"
 wait_vm erin 2 || bad "erin gets the second voicemail" "$(pl erin voicemail list)"
 expect "erin has it too, as long" "  alice .* +${dur:-x} s  \[new\]" "$(pl erin voicemail list)"
+
+# ---- a full mailbox: the voicemail is refused, and the caller is told ------------------------------------------
+# carol holds 4 s of alice's speech; 6 s more do not fit in her 24 KiB.
+sox "$SPEECH/talker2.wav" "$T/clip6.wav" trim 0 6.0 2>/dev/null
+pl alice call carol --from "$T/clip6.wav" --voicemail >"$T/c-quota.out" 2>"$T/c-quota.err" &
+cpid=$!
+wait_state carol ringing || bad "carol's phone rings"
+pl carol reject >/dev/null
+wait $cpid
+rc=$?
+[ $rc -eq 7 ] && ok "carol's mailbox is full: the call's voicemail is refused (exit 7)" ||
+    bad "quota: exit 7" "exit $rc: $(cat "$T/c-quota.out" "$T/c-quota.err")"
+expect "in one line" "^parley: call: no voicemail left for carol: carol's mailbox is full$" "$(cat "$T/c-quota.err")"
+expect "the call's JSON says so" '"voicemail":\{"state":"failed","to":"carol","error":"quota","message":"carol.s mailbox is full"\}' \
+    "$(pl alice --json calls)"
+sleep 1
+[ "$(vm_count carol)" -eq 1 ] && ok "carol still has exactly one voicemail" || bad "carol still has one voicemail" "$(pl carol voicemail list)"
 
 finish

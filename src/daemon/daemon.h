@@ -55,6 +55,7 @@ typedef struct options {
     uint32_t bandwidth_kbps;      /* what the operator says the line carries (0: unknown) */
     uint32_t min_uptime_s, min_kbps, min_memory_mb; /* a supernode's bar for candidates */
     uint32_t max_bandwidth_kbps;  /* a supernode's bandwidth cap */
+    uint32_t mailbox_quota;       /* a supernode's mailbox: bytes per recipient (0: the default, 4 MiB) */
     const char *bootstrap[MAX_BOOTSTRAP];
     int n_bootstrap;
     uint32_t max_clients;
