@@ -240,6 +240,24 @@ check "what was recorded until the hang-up is kept: about 2 s of tone" 'a >= 1.5
 wait_vm erin 2 || bad "erin gets the second voicemail" "$(pl erin voicemail list)"
 expect "erin has it too, as long" "  alice .* +${dur:-x} s  \[new\]" "$(pl erin voicemail list)"
 
+# The same from another terminal: `parley hangup` (no id) finds the call
+# whose voicemail is recording.
+"$PL" --home "$T/alice" call bob --tone 300 --voicemail >"$T/c-tone2.out" 2>&1 &
+cpid=$!
+wait_state bob ringing || bad "bob's phone rings"
+pl bob reject >/dev/null
+wait_line "$T/c-tone2.out" '^leaving a voicemail for bob' 200 || bad "the call goes to voicemail" "$(cat "$T/c-tone2.out")"
+sleep 1
+out=$(pl alice hangup)
+expect "parley hangup ends the voicemail being recorded" '^call [0-9]+ hung up$' "$out"
+wait $cpid
+rc=$?
+out=$(cat "$T/c-tone2.out")
+dur=$(printf '%s' "$out" | sed -n 's/^voicemail left for bob: \([0-9.]*\) s, stored.*/\1/p')
+[ $rc -eq 0 ] && check "and the caller's parley call reports it stored (exit 0): about 1 s" 'a >= 0.5 && a <= 2.5' "$dur" ||
+    bad "hangup from another terminal: exit 0" "exit $rc: $out"
+wait_vm bob 2 || bad "bob gets the second voicemail" "$(pl bob voicemail list)"
+
 # ---- a full mailbox: the voicemail is refused, and the caller is told ------------------------------------------
 # carol holds 4 s of alice's speech; 6 s more do not fit in her 24 KiB.
 sox "$SPEECH/talker2.wav" "$T/clip6.wav" trim 0 6.0 2>/dev/null
