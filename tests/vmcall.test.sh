@@ -258,6 +258,15 @@ dur=$(printf '%s' "$out" | sed -n 's/^voicemail left for bob: \([0-9.]*\) s, sto
     bad "hangup from another terminal: exit 0" "exit $rc: $out"
 wait_vm bob 2 || bad "bob gets the second voicemail" "$(pl bob voicemail list)"
 
+# ---- the caller's own --timeout counts as no answer ------------------------------------------------------------
+sox "$CLIP" "$T/clip1.wav" trim 0 1.5 2>/dev/null
+out=$(pl alice call bob --from "$T/clip1.wav" --timeout 1 --voicemail 2>&1)
+rc=$?
+[ $rc -eq 0 ] && ok "parley call --timeout 1 --voicemail: bob lets it ring, a voicemail is left (exit 0)" ||
+    bad "--timeout with --voicemail: exit 0" "exit $rc: $out"
+expect "from the whole file" '^voicemail left for bob: 1\.5 s, stored on 3 of 3 replicas' "$out"
+wait_vm bob 3 || bad "bob gets the third voicemail" "$(pl bob voicemail list)"
+
 # ---- a full mailbox: the voicemail is refused, and the caller is told ------------------------------------------
 # carol holds 4 s of alice's speech; 6 s more do not fit in her 24 KiB.
 sox "$SPEECH/talker2.wav" "$T/clip6.wav" trim 0 6.0 2>/dev/null
