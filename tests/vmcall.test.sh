@@ -70,7 +70,9 @@ CLIP="$T/clip.wav"
 sox "$SPEECH/talker1.wav" "$CLIP" trim 0 4.0 2>/dev/null || { bad "sox cuts the speech"; finish; }
 
 # A small mailbox quota (24 KiB of voicemail per recipient, about 8 s of
-# speech) so that a full mailbox is cheap to reach.
+# speech) so that a full mailbox is cheap to reach. Voicemail is stored
+# on 3 replicas; on a loaded machine one may answer late, and the caller
+# is told "2 of 3" (as in messages.test.sh).
 # ---- the authority, the supernodes, the users -----------------------------------------------
 FP=$("$CA" init --dir "$T/ca") || { bad "ca init"; finish; }
 "$CA" serve --dir "$T/ca" --listen 127.0.0.1:0 --rate 1000 --burst 1000 >"$T/ca.out" 2>>"$T/ca.log" &
@@ -157,7 +159,7 @@ out=$(cat "$T/c-bob.out")
 expect "it says the call ended (offline), then that it leaves a voicemail" \
     '^call ended: unreachable \(offline\)$' "$out"
 expect "then that it is leaving one" '^leaving a voicemail for bob \(Ctrl-C ends it\)$' "$out"
-expect "and where it went" '^voicemail left for bob: 4\.0 s, stored on 3 of 3 replicas \(id [0-9a-f]{8}\)$' "$out"
+expect "and where it went" '^voicemail left for bob: 4\.0 s, stored on [23] of 3 replicas \(id [0-9a-f]{8}\)$' "$out"
 json=$(pl alice --json calls)
 expect "the call's JSON then has the voicemail's id" '"voicemail":\{"state":"left","to":"bob","id":"[0-9a-f]{32,}","duration_s":4,' "$json"
 expect "alice's log tells the story" 'leaving voicemail for bob' "$(cat "$T/alice.log")"
@@ -178,7 +180,7 @@ rc=$?
 out=$(cat "$T/c-carol.out")
 [ $rc -eq 0 ] && ok "carol declines: alice's call leaves a voicemail (exit 0)" || bad "rejected: exit 0" "exit $rc: $out"
 expect "after the reason" '^call ended: rejected$' "$out"
-expect "and it was stored" '^voicemail left for carol: 4\.0 s, stored on 3 of 3 replicas' "$out"
+expect "and it was stored" '^voicemail left for carol: 4\.0 s, stored on [23] of 3 replicas' "$out"
 wait_vm carol 1 || bad "carol gets the voicemail while online" "$(tail -3 "$T/carol.log")"
 [ "$(vm_count carol)" -eq 1 ] && ok "carol has exactly one voicemail" || bad "carol has exactly one voicemail" "$(pl carol voicemail list)"
 play_and_score carol "rejected"
@@ -191,7 +193,7 @@ el=$((($(date +%s%N) - t0) / 1000000))
 [ $rc -eq 0 ] && ok "erin does not answer: after alice's 3 s ring timeout, a voicemail (exit 0, ${el} ms in all)" ||
     bad "no answer: exit 0" "exit $rc: $out"
 expect "after the reason" '^call ended: no answer$' "$out"
-expect "stored" '^voicemail left for erin: 4\.0 s, stored on 3 of 3 replicas' "$out"
+expect "stored" '^voicemail left for erin: 4\.0 s, stored on [23] of 3 replicas' "$out"
 wait_vm erin 1 || bad "erin gets the voicemail" "$(tail -3 "$T/erin.log")"
 [ "$(vm_count erin)" -eq 1 ] && ok "erin has exactly one voicemail" || bad "erin has exactly one voicemail" "$(pl erin voicemail list)"
 play_and_score erin "no answer"
@@ -264,13 +266,14 @@ out=$(pl alice call bob --from "$T/clip1.wav" --timeout 1 --voicemail 2>&1)
 rc=$?
 [ $rc -eq 0 ] && ok "parley call --timeout 1 --voicemail: bob lets it ring, a voicemail is left (exit 0)" ||
     bad "--timeout with --voicemail: exit 0" "exit $rc: $out"
-expect "from the whole file" '^voicemail left for bob: 1\.5 s, stored on 3 of 3 replicas' "$out"
+expect "from the whole file" '^voicemail left for bob: 1\.5 s, stored on [23] of 3 replicas' "$out"
 wait_vm bob 3 || bad "bob gets the third voicemail" "$(pl bob voicemail list)"
 
 # ---- a full mailbox: the voicemail is refused, and the caller is told ------------------------------------------
-# carol holds 4 s of alice's speech; 6 s more do not fit in her 24 KiB.
-sox "$SPEECH/talker2.wav" "$T/clip6.wav" trim 0 6.0 2>/dev/null
-pl alice call carol --from "$T/clip6.wav" --voicemail >"$T/c-quota.out" 2>"$T/c-quota.err" &
+# Ten seconds of speech (about 30 KB) do not fit in carol's 24 KiB on any
+# replica, whatever each holds already (a replica may have missed her
+# first voicemail on a loaded machine).
+pl alice call carol --from "$SPEECH/talker2.wav" --voicemail >"$T/c-quota.out" 2>"$T/c-quota.err" &
 cpid=$!
 wait_state carol ringing || bad "carol's phone rings"
 pl carol reject >/dev/null

@@ -500,8 +500,10 @@ static cJSON *phone_error(pl_phone_err e)
 }
 
 /* The call a command means: the one given, else the only live one (a
- * ringing one for answer and reject). */
-static bool pick_call(parleyd *d, const cJSON *req, bool ringing_only, uint32_t *id, cJSON **err)
+ * ringing one for answer and reject; for hangup, also one whose voicemail
+ * is being recorded). */
+static bool pick_call(parleyd *d, const cJSON *req, bool ringing_only, bool recording_too, uint32_t *id,
+                      cJSON **err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, "id");
     if (cJSON_IsNumber(v)) {
@@ -517,8 +519,7 @@ static bool pick_call(parleyd *d, const cJSON *req, bool ringing_only, uint32_t 
         *id = ids[i];
         found++;
     }
-    /* A hang-up also ends a voicemail being recorded after a call. */
-    for (size_t i = 0; !ringing_only && i < d->n_calls; i++) {
+    for (size_t i = 0; recording_too && i < d->n_calls; i++) {
         const pd_call *c = &d->calls[i];
         if (!c->used || !c->vm_leaving || c->vm_result) continue;
         *id = c->id;
@@ -573,7 +574,7 @@ cJSON *pd_cmd_answer(parleyd *d, int fd, const cJSON *req)
     (void)fd;
     uint32_t id;
     cJSON *err = NULL;
-    if (!pick_call(d, req, true, &id, &err)) return err;
+    if (!pick_call(d, req, true, false, &id, &err)) return err;
     pd_call *c = call_add(d, id);
     if (!c) return pd_error_reply("failed", "out of memory");
     const char *from = req_string(req, "from"), *to = req_string(req, "to");
@@ -597,7 +598,7 @@ cJSON *pd_cmd_call_action(parleyd *d, int fd, const cJSON *req)
     bool reject = strcmp(cmd, "reject") == 0;
     uint32_t id;
     cJSON *err = NULL;
-    if (!pick_call(d, req, reject, &id, &err)) return err;
+    if (!pick_call(d, req, reject, strcmp(cmd, "hangup") == 0, &id, &err)) return err;
     pl_time now = pl_loop_now(d->loop);
     pd_call *c = call_of(d, id);
     if (strcmp(cmd, "hangup") == 0 && c && c->vm_leaving) {
