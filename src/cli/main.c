@@ -1847,7 +1847,7 @@ static const command COMMANDS[] = {
     {"call", cmd_call, "call NAME [--from WAV|--tone HZ|--silence|--device] [--to WAV|--null|--device]\n"
                        "       [--duration S] [--timeout S]            call a user by name; waits for the end\n"
                        "       [--voicemail]                           declined, no answer or offline: the audio\n"
-                       "                                            becomes a voicemail (Ctrl-C ends it)"},
+                       "                                               becomes a voicemail (Ctrl-C ends it)"},
     {"answer", cmd_answer, "answer [ID] [--from ...] [--to ...]       answer the ringing call"},
     {"reject", cmd_reject, "reject [ID]                               decline the ringing call"},
     {"hangup", cmd_hangup, "hangup [ID]                               end the call"},
