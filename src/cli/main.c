@@ -97,6 +97,7 @@ typedef struct opts {
     const char *duration;  /* call/answer: hang up this many seconds after the answer */
     const char *limit;     /* chat history: the last N messages */
     bool keep_unread;      /* chat history, follow: do not mark what is shown read */
+    bool voicemail;        /* call: leave a voicemail if the callee declines, does not answer or is offline */
     const char *args[40];  /* conference: the names of up to 31 others */
     int nargs;
     bool json;
@@ -1265,6 +1266,13 @@ static int exit_for_end(const char *end)
     return EXIT_FAIL;
 }
 
+/* The ends `--voicemail` leaves a message for (the daemon decides; this
+ * only says so when it was not asked). */
+static bool voicemail_end(const char *end)
+{
+    return strcmp(end, "rejected") == 0 || strcmp(end, "no_answer") == 0 || strcmp(end, "unreachable") == 0;
+}
+
 static void print_path(const cJSON *c)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(c, "path");
@@ -1281,6 +1289,7 @@ static int follow_call(uint32_t id, bool outgoing)
     signal(SIGTERM, on_call_signal);
     char last_state[64] = "";
     bool hung_up = false, rang = false, was_answered = false;
+    bool said_end = false, said_leaving = false, vm_stopped = false;
     pl_time started = mono_now();
     double timeout = g.timeout ? atof(g.timeout) : 0;
     for (;;) {
@@ -1302,9 +1311,10 @@ static int follow_call(uint32_t id, bool outgoing)
                 continue;
             }
             int code = exit_for_end(jstr(c, "end"));
-            if (g.json) {
-                print_json(c);
-            } else {
+            const cJSON *vm = cJSON_GetObjectItemCaseSensitive(c, "voicemail");
+            const char *vm_state = jstr(vm, "state");
+            if (!g.json && !said_end) {
+                said_end = true;
                 const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "stats");
                 if (answered)
                     printf("call ended: %s (%s) after %.1f s; received %.0f packets, lost %.1f%%, concealed %.1f%%\n",
@@ -1313,6 +1323,45 @@ static int follow_call(uint32_t id, bool outgoing)
                            100 * jnum(st, "concealed_fraction"));
                 else
                     printf("call ended: %s\n", jstr(c, "reason"));
+            }
+            if (strcmp(vm_state, "leaving") == 0) {
+                /* The call's audio goes to the callee's voicemail; Ctrl-C
+                 * (or `parley hangup`) ends the message, which is kept. */
+                if (!g.json && !said_leaving) {
+                    said_leaving = true;
+                    printf("leaving a voicemail for %s (Ctrl-C ends it)\n", jstr(c, "peer"));
+                }
+                fflush(stdout);
+                cJSON_Delete(reply);
+                if (call_interrupted && !vm_stopped) {
+                    vm_stopped = true;
+                    cJSON *req = cJSON_CreateObject();
+                    cJSON_AddNumberToObject(req, "id", id);
+                    cJSON *r = control_call("hangup", req, &rc);
+                    if (r) cJSON_Delete(r);
+                }
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            if (vm) code = strcmp(vm_state, "failed") == 0 ? exit_for(jstr(vm, "error")) : EXIT_OK;
+            if (g.json) {
+                print_json(c);
+            } else if (strcmp(vm_state, "left") == 0) {
+                printf("voicemail left for %s: %.1f s, stored on %.0f of %.0f replicas (id %.8s)\n", jstr(c, "peer"),
+                       jnum(vm, "duration_s"), jnum(vm, "replicas"), jnum(vm, "of"), jstr(vm, "id"));
+            } else if (strcmp(vm_state, "queued") == 0) {
+                printf("voicemail for %s recorded (%.1f s); it will be stored once this node is online (id %.8s)\n",
+                       jstr(c, "peer"), jnum(vm, "duration_s"), jstr(vm, "id"));
+            } else if (vm) {
+                fail(code, jstr(vm, "error"), "no voicemail left for %s: %s", jstr(c, "peer"), jstr(vm, "message"));
+            } else if (outgoing && !answered && voicemail_end(jstr(c, "end"))) {
+                if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "voicemail_asked")))
+                    printf("(to leave a message: parley call %s --voicemail, or parley voicemail leave %s --from FILE.wav)\n",
+                           jstr(c, "peer"), jstr(c, "peer"));
+            } else if (outgoing && strcmp(jstr(c, "end"), "busy") == 0 &&
+                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "voicemail_asked"))) {
+                printf("no voicemail: %s is in another call and can be called again\n", jstr(c, "peer"));
             }
             fflush(stdout);
             cJSON_Delete(reply);
@@ -1345,6 +1394,8 @@ static int follow_call(uint32_t id, bool outgoing)
             hung_up = true;
             cJSON *req = cJSON_CreateObject();
             cJSON_AddNumberToObject(req, "id", id);
+            /* Our own ring timeout counts as no answer (for --voicemail). */
+            if (too_long && !call_interrupted) cJSON_AddBoolToObject(req, "gave_up", true);
             cJSON *r = control_call("hangup", req, &rc);
             if (r) cJSON_Delete(r);
         }
@@ -1358,10 +1409,11 @@ static int cmd_call(void)
     if (g.nargs != 1)
         return fail(EXIT_USAGE, "usage",
                     "usage: parley call NAME [--from WAV|--tone HZ|--silence|--device] [--to WAV|--null|--device] "
-                    "[--duration S] [--timeout S]");
+                    "[--duration S] [--timeout S] [--voicemail]");
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "name", g.args[0]);
     add_audio(req);
+    if (g.voicemail) cJSON_AddBoolToObject(req, "voicemail", true);
     int rc;
     cJSON *r = control_call("call", req, &rc);
     if (!r) return rc;
@@ -1978,7 +2030,9 @@ static const command COMMANDS[] = {
     {"contacts", cmd_contacts, "contacts [list | add NAME | remove NAME]  contacts and their presence"},
     {"presence", cmd_presence, "presence online|away [TEXT]               set your presence and status text"},
     {"call", cmd_call, "call NAME [--from WAV|--tone HZ|--silence|--device] [--to WAV|--null|--device]\n"
-                       "       [--duration S] [--timeout S]            call a user by name; waits for the end"},
+                       "       [--duration S] [--timeout S]            call a user by name; waits for the end\n"
+                       "       [--voicemail]                           declined, no answer or offline: the audio\n"
+                       "                                               becomes a voicemail (Ctrl-C ends it)"},
     {"answer", cmd_answer, "answer [ID] [--from ...] [--to ...]       answer the ringing call"},
     {"reject", cmd_reject, "reject [ID]                               decline the ringing call"},
     {"hangup", cmd_hangup, "hangup [ID]                               end the call"},
@@ -2055,6 +2109,7 @@ int main(int argc, char **argv)
         }
         else if (strcmp(a, "--limit") == 0) slot = &g.limit;
         else if (strcmp(a, "--keep-unread") == 0) g.keep_unread = true;
+        else if (strcmp(a, "--voicemail") == 0) g.voicemail = true;
         else if (a[0] == '-' && a[1] == '-') return fail(EXIT_USAGE, "usage", "unknown option '%s' (see 'parley help')", a);
         else if (!g.cmd) g.cmd = a;
         else if (g.nargs < (int)(sizeof g.args / sizeof g.args[0])) g.args[g.nargs++] = a;

@@ -339,6 +339,7 @@ pl_stack_err pl_stack_new(pl_stack **out, const pl_stack_config *cfg, const pl_s
                                       .vpoints = cfg->vpoints,
                                       .shared_ring = cfg->shared_ring,
                                       .no_mailbox = cfg->no_mailbox,
+                                      .mailbox_max_bytes = cfg->mailbox_max_bytes,
                                       .membership = cfg->membership || cfg->role == PL_ROLE_NODE,
                                       .members = cfg->members,
                                       .min_uptime_s = cfg->min_uptime_s,

@@ -98,6 +98,7 @@ typedef struct pl_stack_config {
     unsigned vpoints;        /* 0: the ring's default */
     struct pl_ring *shared_ring; /* the simulator's supernodes share one ring (directory.h) */
     bool no_mailbox;         /* no mailbox (supernode) or mail client (node): the simulator at scale */
+    uint32_t mailbox_max_bytes; /* a supernode's per-recipient mailbox quota in bytes (0: the default) */
     /* Gossip membership among supernodes (members.h); the bootstrap list is
      * its seeds. Off: the driver tells the supernode who the others are. */
     bool membership;

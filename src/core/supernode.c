@@ -697,7 +697,8 @@ pl_super_err pl_super_new(pl_super **out, const pl_super_config *cfg, const pl_s
     pl_dir_member_up(s->dir, s->id.sign_pk, &cfg->self_addr, 0);
     if (!cfg->no_mailbox) {
         pl_mbox_config mc = {.self_pk = s->id.sign_pk, .self_addr = cfg->self_addr, .rng = cfg->rng, .mem = mem,
-                             .replicas = cfg->replicas, .vpoints = cfg->vpoints};
+                             .replicas = cfg->replicas, .vpoints = cfg->vpoints,
+                             .max_bytes = cfg->mailbox_max_bytes};
         memcpy(mc.ca_pk, cfg->ca_pk, 32);
         pl_mbox_io mbio = {s, dir_send};
         if (pl_mbox_new(&s->mbox, &mc, &mbio) != PL_MBOX_E_OK) {

@@ -78,6 +78,7 @@ typedef struct pl_super_config {
     unsigned vpoints;            /* ring points per supernode; 0: the ring's default */
     struct pl_ring *shared_ring; /* the simulator's supernodes share one (directory.h) */
     bool no_mailbox;             /* store no messages for others (the simulator at scale) */
+    uint32_t mailbox_max_bytes;  /* the mailbox's per-recipient byte quota; 0: the default (mailbox.h) */
     /* Gossip membership (members.h): off, the driver tells the supernode
      * who the others are (pl_super_member_up/down). */
     bool membership;

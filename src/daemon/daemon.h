@@ -63,6 +63,7 @@ typedef struct options {
     uint32_t bandwidth_kbps;      /* what the operator says the line carries (0: unknown) */
     uint32_t min_uptime_s, min_kbps, min_memory_mb; /* a supernode's bar for candidates */
     uint32_t max_bandwidth_kbps;  /* a supernode's bandwidth cap */
+    uint32_t mailbox_quota;       /* a supernode's mailbox: bytes per recipient (0: the default, 4 MiB) */
     const char *bootstrap[MAX_BOOTSTRAP];
     int n_bootstrap;
     uint32_t max_clients;
@@ -223,6 +224,16 @@ cJSON *pd_cmd_mailbox(parleyd *d, int fd, const cJSON *req);
 uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, bool refuse_long,
                             int reply_fd);
 void pd_voicemail_stop(parleyd *d, uint32_t job);
+/* The same for a call that was not answered (phone.c): the call's source is
+ * taken over and read at the pace of speech (a device keeps its own), cut at
+ * three minutes; pd_voicemail_stop ends it early. How it went is told to
+ * pd_phone_voicemail_done (possibly before this returns). */
+uint32_t pd_voicemail_leave_call(parleyd *d, const char *name, pl_audio_source *src, uint32_t call);
+/* phone.c: the voicemail left from `call` was stored ({id, to, duration_s,
+ * bytes, replicas, of}), recorded and waiting for the node to be online
+ * ({id, to, duration_s, queued}), or not left ({error, message}). The reply
+ * is consumed. */
+void pd_phone_voicemail_done(parleyd *d, uint32_t call, cJSON *reply);
 
 /* ---- reach.c ---- */
 /* A daemon option of reach.c's at argv[*i], as pd_phone_option. */

@@ -563,6 +563,7 @@ static int usage(void)
             "          [--passphrase-file F] [--alt-listen ADDR:PORT] [--quiet]\n"
             "          [--supernode never|auto|always] [--bandwidth KBPS] [--max-bandwidth KBPS]\n"
             "          [--candidate-min-uptime S] [--candidate-min-kbps K] [--candidate-min-memory MB]\n"
+            "          [--mailbox-quota BYTES]\n"
             "          calls: [--auto-answer] [--answer-from WAV|tone:HZ|silence|device[:NAME]]\n"
             "          [--answer-to WAV|null|device[:NAME]] [--private] [--ring-timeout S]\n"
             "          [--block-changed-keys] [--media-trace FILE]\n"
@@ -593,7 +594,7 @@ static int parse_options(options *o, int argc, char **argv)
         else if (strcmp(a, "--bootstrap") == 0 || strcmp(a, "--max-clients") == 0 || strcmp(a, "--keepalive") == 0 ||
                  strcmp(a, "--bandwidth") == 0 || strcmp(a, "--candidate-min-uptime") == 0 ||
                  strcmp(a, "--candidate-min-kbps") == 0 || strcmp(a, "--candidate-min-memory") == 0 ||
-                 strcmp(a, "--max-bandwidth") == 0)
+                 strcmp(a, "--max-bandwidth") == 0 || strcmp(a, "--mailbox-quota") == 0)
             slot = &value;
         else if ((rc = pd_phone_option(&o->phone, argc, argv, &i)) != 0) {
             if (rc < 0) return 2;
@@ -625,6 +626,10 @@ static int parse_options(options *o, int argc, char **argv)
                 else if (strcmp(a, "--candidate-min-kbps") == 0) o->min_kbps = v ? (uint32_t)v : 1;
                 else if (strcmp(a, "--candidate-min-memory") == 0) o->min_memory_mb = v ? (uint32_t)v : 1;
                 else o->max_bandwidth_kbps = (uint32_t)v;
+            } else if (strcmp(a, "--mailbox-quota") == 0) {
+                unsigned long v = strtoul(value, &end, 10);
+                if (*end || v < 1024 || v > (1ul << 30)) return pd_die("--mailbox-quota wants 1024..1073741824 bytes");
+                o->mailbox_quota = (uint32_t)v;
             } else if (strcmp(a, "--max-clients") == 0) {
                 unsigned long v = strtoul(value, &end, 10);
                 if (*end || v == 0 || v > (1u << 22)) return pd_die("--max-clients wants 1..4194304");
@@ -732,6 +737,7 @@ int main(int argc, char **argv)
                            .min_kbps = d.opt.min_kbps,
                            .min_memory_mb = d.opt.min_memory_mb,
                            .max_kbps = d.opt.max_bandwidth_kbps,
+                           .mailbox_max_bytes = d.opt.mailbox_quota,
                            .max_clients = d.opt.max_clients,
                            .keepalive_s = d.opt.keepalive_s,
                            /* Supernodes find each other by gossip, from the

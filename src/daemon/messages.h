@@ -77,6 +77,9 @@ typedef struct pd_vm_job {
     pl_audio_source *src;
     pl_vm_rec *rec;
     bool refuse_long, recorded, have_cert, failed;
+    uint32_t call;        /* left from this call (phone.c hears how it went); 0: none */
+    bool paced;           /* read in real time, as a caller speaks (a call's file or tone) */
+    pl_time next_frame;   /* paced: when the next frame is due */
     pl_cert cert;
     uint8_t id[PL_ENV_ID_SIZE];
     uint32_t frames;

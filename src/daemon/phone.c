@@ -13,6 +13,14 @@
  * Commands answer at once; `parley call` then follows the call by asking
  * for it (`calls`) until it ends. Ended calls stay listed for a minute, so
  * a client that looks late still learns how the call ended.
+ *
+ * Voicemail from a call (docs/calls.md, section 12): a caller who asked for
+ * it ("voicemail": true) and whose call ends declined, unanswered or with
+ * the callee offline or unreachable hands the call's source over to
+ * voicemail.c instead of closing it; the call's record shows "leaving", then
+ * the voicemail's id (or why it was not left), and stays until a minute
+ * after that. A hang-up while it records ends the recording, and what was
+ * said is stored.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -52,6 +60,11 @@ typedef struct pd_call {
     pl_time path_at;           /* when the active path was taken (the last PATH event) */
     uint32_t path_changes;     /* PATH events: the first path, then every move */
     uint64_t frames_in, frames_out;
+    bool voicemail;            /* the caller asked: leave one if the call cannot be taken */
+    bool gave_up;              /* the caller's own ring timeout hung up (counts as no answer) */
+    bool vm_leaving;           /* the source went to voicemail.c; recording or storing */
+    uint32_t vm_job;
+    cJSON *vm_result;          /* how the voicemail went (voicemail.c's reply) */
 } pd_call;
 
 static pl_phone *phone(parleyd *d) { return pl_stack_phone(d->stack); }
@@ -147,6 +160,14 @@ static pd_call *call_add(parleyd *d, uint32_t id)
     c->used = true;
     c->id = id;
     return c;
+}
+
+/* Forgets a call's record (ended, and listed long enough). */
+static void call_drop(pd_call *c)
+{
+    cJSON_Delete(c->vm_result);
+    c->vm_result = NULL;
+    c->used = false;
 }
 
 static void close_audio(pd_call *c)
@@ -265,7 +286,7 @@ static void audio_tick(pl_loop *loop, void *ctx)
             pd_log(d, "call %u: hanging up (%s)", c->id, c->src_ended ? "the audio file ended" : "--duration reached");
             pl_phone_hangup(phone(d), c->id, now);
         }
-        if (c->used && c->ended && now >= c->ended_at + KEEP_ENDED) c->used = false;
+        if (c->used && c->ended && !c->vm_leaving && now >= c->ended_at + KEEP_ENDED) call_drop(c);
         any |= c->used && wants_audio(c);
     }
     if (any) pl_timer_set(loop, &d->audio_timer, d->audio_next);
@@ -289,6 +310,40 @@ static const char *path_text(const pl_path_info *p, char *buf, size_t cap)
     snprintf(buf, cap, "%s via %s", p->kind == PL_PATH_DIRECT ? "direct" : "relayed",
              pl_addr_format(&p->remote, a, sizeof a));
     return buf;
+}
+
+/* The ends a voicemail is for, as on a telephone: declined, not answered
+ * (also the caller's own --timeout), the callee offline or unreachable.
+ * Not busy (the callee is there and can be called back), not refused or a
+ * changed key (the callee does not take our calls, or is not who we
+ * pinned), not an unknown name, not when the directory failed us. */
+static bool voicemail_due(const pd_call *c, const pl_phone_call_info *in)
+{
+    if (in->answered) return false;
+    switch (in->end_reason) {
+    case PL_CALL_END_REJECTED:
+    case PL_CALL_END_NO_ANSWER:
+    case PL_CALL_END_UNREACHABLE:
+    case PL_PHONE_END_OFFLINE: return true;
+    case PL_CALL_END_CANCELLED: return c->gave_up;
+    default: return false;
+    }
+}
+
+static void leave_voicemail(parleyd *d, pd_call *c, const pl_phone_call_info *in)
+{
+    pl_audio_source *src = c->src;
+    c->src = NULL; /* voicemail.c owns it now */
+    close_audio(c);
+    c->vm_leaving = true;
+    cJSON_Delete(c->vm_result);
+    c->vm_result = NULL;
+    pd_log(d, "call %u: %s; leaving voicemail for %s", c->id, pl_phone_end_name(in->end_reason), in->peer_name);
+    if (!src) {
+        pd_phone_voicemail_done(d, c->id, pd_error_reply("local", "the call has no audio to record"));
+        return;
+    }
+    c->vm_job = pd_voicemail_leave_call(d, in->peer_name, src, c->id);
 }
 
 void pd_on_phone(parleyd *d, const pl_phone_event *ev)
@@ -345,10 +400,33 @@ void pd_on_phone(parleyd *d, const pl_phone_event *ev)
                100 * in->stats.concealed_fraction);
         c->ended = true;
         c->ended_at = ev->now;
-        close_audio(c);
+        if (c->voicemail && in->outgoing && voicemail_due(c, in)) leave_voicemail(d, c, in);
+        else close_audio(c);
         break;
     }
     (void)buf;
+}
+
+void pd_phone_voicemail_done(parleyd *d, uint32_t call, cJSON *reply)
+{
+    pd_call *c = call_of(d, call);
+    if (!c || !c->vm_leaving) {
+        cJSON_Delete(reply);
+        return;
+    }
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(reply, "message");
+    bool queued = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "queued"));
+    if (cJSON_IsString(err))
+        pd_log(d, "call %u: no voicemail left for %s: %s", call, c->last.peer_name, err->valuestring);
+    else
+        pd_log(d, "call %u: voicemail %.8s for %s %s", call,
+               cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(reply, "id")), c->last.peer_name,
+               queued ? "recorded; stored once this node is online" : "left");
+    cJSON_Delete(c->vm_result);
+    c->vm_result = reply;
+    /* Queued: still to be stored, and the record waits for that too. */
+    c->vm_leaving = queued;
+    c->ended_at = pl_loop_now(d->loop); /* listed for a minute from now */
 }
 
 /* ---- the phone's configuration and life ----------------------------------------------------------- */
@@ -424,6 +502,7 @@ void pd_phone_close(parleyd *d)
         if (!c->used) continue;
         if (ph && !c->ended) pl_phone_hangup(ph, c->id, pl_loop_now(d->loop));
         close_audio(c);
+        call_drop(c);
     }
     free(d->calls);
     d->calls = NULL;
@@ -455,8 +534,10 @@ static cJSON *phone_error(pl_phone_err e)
 }
 
 /* The call a command means: the one given, else the only live one (a
- * ringing one for answer and reject). */
-static bool pick_call(parleyd *d, const cJSON *req, bool ringing_only, uint32_t *id, cJSON **err)
+ * ringing one for answer and reject; for hangup, also one whose voicemail
+ * is being recorded). */
+static bool pick_call(parleyd *d, const cJSON *req, bool ringing_only, bool recording_too, uint32_t *id,
+                      cJSON **err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, "id");
     if (cJSON_IsNumber(v)) {
@@ -470,6 +551,12 @@ static bool pick_call(parleyd *d, const cJSON *req, bool ringing_only, uint32_t 
         if (!pl_phone_get_info(phone(d), ids[i], &info) || info.state == PL_CALL_ENDED) continue;
         if (ringing_only && info.state != PL_CALL_RINGING) continue;
         *id = ids[i];
+        found++;
+    }
+    for (size_t i = 0; recording_too && i < d->n_calls; i++) {
+        const pd_call *c = &d->calls[i];
+        if (!c->used || !c->vm_leaving || c->vm_result) continue;
+        *id = c->id;
         found++;
     }
     if (found == 1) return true;
@@ -507,8 +594,10 @@ cJSON *pd_cmd_call(parleyd *d, int fd, const cJSON *req)
     c->dsp = staged.dsp;
     c->duration_s = cJSON_IsNumber(dur) && dur->valuedouble > 0 ? dur->valuedouble : 0;
     c->hangup_when_src_ends = is_file(from) && c->duration_s == 0;
+    c->voicemail = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "voicemail"));
     pl_phone_get_info(phone(d), id, &c->last);
-    pd_log(d, "call %u: looking up %s (audio from %s, to %s)", id, name, from ? from : "silence", to ? to : "null");
+    pd_log(d, "call %u: looking up %s (audio from %s, to %s%s)", id, name, from ? from : "silence", to ? to : "null",
+           c->voicemail ? "; voicemail if not taken" : "");
     cJSON *r = pd_ok_reply();
     cJSON_AddNumberToObject(r, "id", id);
     return r;
@@ -519,7 +608,7 @@ cJSON *pd_cmd_answer(parleyd *d, int fd, const cJSON *req)
     (void)fd;
     uint32_t id;
     cJSON *err = NULL;
-    if (!pick_call(d, req, true, &id, &err)) return err;
+    if (!pick_call(d, req, true, false, &id, &err)) return err;
     pd_call *c = call_add(d, id);
     if (!c) return pd_error_reply("failed", "out of memory");
     const char *from = req_string(req, "from"), *to = req_string(req, "to");
@@ -543,8 +632,23 @@ cJSON *pd_cmd_call_action(parleyd *d, int fd, const cJSON *req)
     bool reject = strcmp(cmd, "reject") == 0;
     uint32_t id;
     cJSON *err = NULL;
-    if (!pick_call(d, req, reject, &id, &err)) return err;
+    if (!pick_call(d, req, reject, strcmp(cmd, "hangup") == 0, &id, &err)) return err;
     pl_time now = pl_loop_now(d->loop);
+    pd_call *c = call_of(d, id);
+    if (strcmp(cmd, "hangup") == 0 && c && c->vm_leaving) {
+        /* The caller hangs up while talking to the voicemail: what was
+         * said so far is stored. */
+        if (!c->vm_result) {
+            pd_log(d, "call %u: hung up; the voicemail ends here", id);
+            pd_voicemail_stop(d, c->vm_job);
+        }
+        cJSON *r = pd_ok_reply();
+        cJSON_AddNumberToObject(r, "id", id);
+        return r;
+    }
+    /* The caller's own ring timeout: a voicemail is left as for no answer. */
+    if (strcmp(cmd, "hangup") == 0 && c && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "gave_up")))
+        c->gave_up = true;
     pl_phone_err e;
     if (reject) e = pl_phone_reject(phone(d), id, now);
     else if (strcmp(cmd, "hangup") == 0) e = pl_phone_hangup(phone(d), id, now);
@@ -663,6 +767,21 @@ static cJSON *call_json(parleyd *d, const pd_call *c, const pl_phone_call_info *
     if (c) {
         cJSON_AddNumberToObject(m, "audio_frames_in", (double)c->frames_in);
         cJSON_AddNumberToObject(m, "audio_frames_out", (double)c->frames_out);
+    }
+    if (c && c->voicemail) cJSON_AddBoolToObject(o, "voicemail_asked", true);
+    if (c && (c->vm_leaving || c->vm_result)) {
+        /* leaving (recording, then storing) -> left | queued | failed */
+        cJSON *v = cJSON_AddObjectToObject(o, "voicemail");
+        const cJSON *r = c->vm_result;
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(r, "message");
+        bool queued = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "queued"));
+        cJSON_AddStringToObject(v, "state", !r ? "leaving" : cJSON_IsString(msg) ? "failed" : queued ? "queued" : "left");
+        cJSON_AddStringToObject(v, "to", in->peer_name);
+        static const char *const keys[] = {"id", "duration_s", "bytes", "replicas", "of", "error", "message"};
+        for (size_t k = 0; r && k < sizeof keys / sizeof keys[0]; k++) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(r, keys[k]);
+            if (x) cJSON_AddItemToObject(v, keys[k], cJSON_Duplicate(x, true));
+        }
     }
     (void)d;
     return o;

@@ -44,10 +44,19 @@ static void job_free(pd_vm_job *j)
     memset(j, 0, sizeof *j);
 }
 
+/* Tells whoever waits on the job how it went (the reply is consumed): the
+ * control client that asked, and the call it was left from. */
+static void job_answer(parleyd *d, pd_vm_job *j, cJSON *reply)
+{
+    if (j->call) pd_phone_voicemail_done(d, j->call, cJSON_Duplicate(reply, true));
+    if (j->fd >= 0) pd_control_reply(d, j->fd, reply);
+    else cJSON_Delete(reply);
+}
+
 static void job_fail(parleyd *d, pd_vm_job *j, const char *kind, const char *msg)
 {
     pd_log(d, "voicemail for %s not left: %s", j->to, msg);
-    if (j->fd >= 0) pd_control_reply(d, j->fd, pd_error_reply(kind, msg));
+    job_answer(d, j, pd_error_reply(kind, msg));
     job_free(j);
 }
 
@@ -90,24 +99,29 @@ static void seal_and_deposit(parleyd *d, pd_vm_job *j)
     j->state = VM_DEPOSITING;
     pd_log(d, "voicemail for %s: %.1f s in %zu bytes, sealed for %s's key; storing it on %s's replicas", j->to,
            j->frames * PL_VM_FRAME_MS / 1000.0, len, j->to, j->to);
-    if (!attached(d) && j->fd >= 0) {
+    if (!attached(d) && (j->fd >= 0 || j->call)) {
         /* The mail client sends it once the node is attached again. */
         char hex[2 * PL_ENV_ID_SIZE + 1];
         pd_id_hex(j->id, hex);
         cJSON *r = pd_ok_reply();
         cJSON_AddStringToObject(r, "id", hex);
         cJSON_AddStringToObject(r, "to", j->to);
+        cJSON_AddNumberToObject(r, "duration_s", j->frames * PL_VM_FRAME_MS / 1000.0);
         cJSON_AddBoolToObject(r, "queued", true);
-        pd_control_reply(d, j->fd, r);
-        j->fd = -1;
+        job_answer(d, j, r);
+        j->fd = -1; /* answered; the call still hears when it is stored */
     }
 }
 
-static void record_some(parleyd *d, pd_vm_job *j)
+static void record_some(parleyd *d, pd_vm_job *j, pl_time now)
 {
     int16_t frame[PL_AUDIO_FRAME];
     for (int k = 0; k < PD_VM_FRAMES_PER_TURN && !j->recorded; k++) {
+        /* A call's file or tone plays at the pace of speech: the caller
+         * talks to the voicemail until done, and a hang-up cuts it there. */
+        if (j->paced && j->next_frame > now) return;
         pl_audio_err ae = pl_audio_read(j->src, frame);
+        if (j->paced) j->next_frame += PL_VM_FRAME_MS * PL_MSEC;
         if (ae == PL_AUDIO_AGAIN) return;
         if (ae == PL_AUDIO_END) {
             j->recorded = true;
@@ -135,7 +149,8 @@ static void record_some(parleyd *d, pd_vm_job *j)
     if (j->have_cert) seal_and_deposit(d, j);
 }
 
-uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, bool refuse_long, int reply_fd)
+static uint32_t leave(parleyd *d, const char *name, pl_audio_source *src, bool refuse_long, int reply_fd,
+                      uint32_t call)
 {
     pd_messages *m = d->msg;
     char norm[PL_NAME_MAX + 1];
@@ -144,8 +159,9 @@ uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, 
         if (m->jobs[i].state == VM_FREE) j = &m->jobs[i];
     if (!j || pl_name_normalize(name, norm) != PL_NAME_OK || pl_vm_rec_new(&j->rec, 0) != PL_VM_OK) {
         pl_audio_source_close(src);
-        if (reply_fd >= 0)
-            pd_control_reply(d, reply_fd, pd_error_reply("busy", "too many voicemails being left at once"));
+        const char *why = !m ? "voicemail needs a node's daemon" : "too many voicemails being left at once";
+        if (reply_fd >= 0) pd_control_reply(d, reply_fd, pd_error_reply("busy", why));
+        if (call) pd_phone_voicemail_done(d, call, pd_error_reply("busy", why));
         return 0;
     }
     if (++m->next_job == 0) m->next_job = 1;
@@ -154,7 +170,10 @@ uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, 
     j->fd = reply_fd;
     j->src = src;
     j->refuse_long = refuse_long;
+    j->call = call;
     j->started = pl_loop_now(d->loop);
+    j->paced = call && !src->device; /* a device keeps its own pace */
+    j->next_frame = j->started;
     snprintf(j->to, sizeof j->to, "%s", norm);
     /* The callee's certificate: from its record (fresh, and it checks the
      * name), else from an earlier conversation. */
@@ -172,6 +191,16 @@ uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, 
     }
     pd_messages_arm(d);
     return j->job;
+}
+
+uint32_t pd_voicemail_leave(parleyd *d, const char *name, pl_audio_source *src, bool refuse_long, int reply_fd)
+{
+    return leave(d, name, src, refuse_long, reply_fd, 0);
+}
+
+uint32_t pd_voicemail_leave_call(parleyd *d, const char *name, pl_audio_source *src, uint32_t call)
+{
+    return leave(d, name, src, false, -1, call);
 }
 
 void pd_voicemail_stop(parleyd *d, uint32_t job)
@@ -222,7 +251,7 @@ void pd_vm_tick(parleyd *d, pl_time now)
 {
     pd_messages *m = d->msg;
     for (size_t i = 0; i < PD_MAX_VM_JOBS; i++)
-        if (m->jobs[i].state == VM_RECORDING && !m->jobs[i].recorded) record_some(d, &m->jobs[i]);
+        if (m->jobs[i].state == VM_RECORDING && !m->jobs[i].recorded) record_some(d, &m->jobs[i], now);
     /* A device plays at its own pace: a frame every 20 ms, a few ahead. */
     for (size_t i = 0; i < PD_MAX_PLAYERS; i++) {
         pd_player *p = &m->players[i];
@@ -245,7 +274,7 @@ pl_time pd_vm_next(parleyd *d)
     for (size_t i = 0; i < PD_MAX_VM_JOBS; i++) {
         const pd_vm_job *j = &m->jobs[i];
         if (j->state != VM_RECORDING || j->recorded || !j->src) continue;
-        pl_time x = j->src->device ? now + 10 * PL_MSEC : now;
+        pl_time x = j->paced ? j->next_frame : j->src->device ? now + 10 * PL_MSEC : now;
         if (x < t) t = x;
     }
     for (size_t i = 0; i < PD_MAX_PLAYERS; i++)
@@ -280,16 +309,14 @@ bool pd_vm_mail_event(parleyd *d, const pl_mboxc_event *ev)
         if (!j) return false;
         if (ev->status == PL_MBOX_OK || ev->status == PL_MBOX_DELETED) {
             pd_log(d, "voicemail for %s stored on %u of %u replicas", j->to, ev->stored, ev->total);
-            if (j->fd >= 0) {
-                cJSON *r = pd_ok_reply();
-                cJSON_AddStringToObject(r, "id", hex);
-                cJSON_AddStringToObject(r, "to", j->to);
-                cJSON_AddNumberToObject(r, "duration_s", j->frames * PL_VM_FRAME_MS / 1000.0);
-                cJSON_AddNumberToObject(r, "bytes", (double)j->bytes);
-                cJSON_AddNumberToObject(r, "replicas", ev->stored);
-                cJSON_AddNumberToObject(r, "of", ev->total);
-                pd_control_reply(d, j->fd, r);
-            }
+            cJSON *r = pd_ok_reply();
+            cJSON_AddStringToObject(r, "id", hex);
+            cJSON_AddStringToObject(r, "to", j->to);
+            cJSON_AddNumberToObject(r, "duration_s", j->frames * PL_VM_FRAME_MS / 1000.0);
+            cJSON_AddNumberToObject(r, "bytes", (double)j->bytes);
+            cJSON_AddNumberToObject(r, "replicas", ev->stored);
+            cJSON_AddNumberToObject(r, "of", ev->total);
+            job_answer(d, j, r);
             job_free(j);
         } else {
             char msg[128];
