@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # call.bench.sh [BUILD] - calls between real daemons on loopback: figures,
-# not pass/fail (make bench runs it). About two minutes.
+# not pass/fail (make bench runs it). About three minutes.
 #
 #  1. dial to ringing: `parley call` until the callee's phone rings, look-up,
 #     relay allocation, session and invite included, with no session to the
@@ -14,9 +14,15 @@
 #     5% and 10% random loss and 5% loss in bursts (mean 3 datagrams), each
 #     way;
 #  4. CPU per call end: the daemon's CPU time during a call (WAV in, WAV
-#     out, Opus, jitter buffer, AES-GCM, paths) minus the same time idle.
+#     out, Opus, jitter buffer, AES-GCM, paths) minus the same time idle:
+#     from just before the dial to 9 s later, while both sides still send
+#     speech (the files are 10 s long);
+#  5. a peer beside us: the same call between two baresip instances
+#     (bench/peer_baresip.sh), with its default Opus complexity and with
+#     ours, CPU measured the same way, delay and speech scores too.
 #
 # PERF=FILE records the caller's daemon with perf during the direct call.
+# PEER=0 leaves the peer out.
 #
 # The impaired calls run alice in privacy mode, attached to her supernode
 # through parley-impair, so that all of her call's datagrams cross it (her
@@ -101,22 +107,30 @@ a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
 sleep 5
 a1=$(cpu_ns "$ALICE") b1=$(cpu_ns "$BOB") t1=$(date +%s%N)
 [ -n "${PERF:-}" ] && { perf record -F 2000 -g -p "$ALICE" -o "$PERF" -- sleep 9 >/dev/null 2>&1 & }
-out=$("$PL" --home "$T/alice" --json call bob --from "$S1" --to "$T/rec_alice.wav" 2>/dev/null)
+"$PL" --home "$T/alice" --json call bob --from "$S1" --to "$T/rec_alice.wav" >"$T/call.json" 2>/dev/null &
+CALL=$!
+# The window ends while both files still play: the same window as the
+# peer's (bench/peer_baresip.sh), whose call ends with the caller's file.
+sleep 9
 a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
+wait "$CALL"
+out=$(cat "$T/call.json")
 call_s=$(num duration_s "$out")
-awk -v a0="$a0" -v a1="$a1" -v a2="$a2" -v b0="$b0" -v b1="$b1" -v b2="$b2" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v s="$call_s" 'BEGIN {
-    idle_a = (a1 - a0) / (t1 - t0); idle_b = (b1 - b0) / (t1 - t0);
-    call_a = (a2 - a1) / (t2 - t1); call_b = (b2 - b1) / (t2 - t1);
-    printf "CPU per call end (%.1f s call, WAV in and out, crypto included; idle daemon subtracted):\n", s;
+CPU_A=$(awk -v a1="$a1" -v a2="$a2" -v a0="$a0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
+CPU_B=$(awk -v a1="$b1" -v a2="$b2" -v a0="$b0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
+awk -v a0="$a0" -v a1="$a1" -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v s="$call_s" -v ca="$CPU_A" -v cb="$CPU_B" 'BEGIN {
+    printf "CPU per call end (%.1f s call, the first %.1f s; WAV in and out, crypto included; idle daemon subtracted):\n", s, (t2 - t1) / 1e9;
     printf "  caller %.2f%%, callee %.2f%% of one core (idle: %.3f%% and %.3f%%) (target <= 2%%)\n",
-        100 * (call_a - idle_a), 100 * (call_b - idle_b), 100 * idle_a, 100 * idle_b }'
+        ca, cb, 100 * (a1 - a0) / (t1 - t0), 100 * (b1 - b0) / (t1 - t0) }'
 J1=$("$Q" "$S2" "$T/rec_alice.wav" --json 2>/dev/null)
 J2=$("$Q" "$S1" "$T/rec_bob.wav" --json 2>/dev/null)
 # Each recording starts when its side's media starts, and the callee's starts
 # first (it answers, then the answer travels): that skew adds to one
 # direction's measured delay and takes as much from the other's, so the
 # mean of the two is the one-way delay.
-echo "one-way delay, direct on loopback (network ~0): the software adds $(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}') ms (target <= 45 ms)"
+DELAY=$(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}')
+STOI="$(num stoi "$J2") / $(num stoi "$J1")"
+echo "one-way delay, direct on loopback (network ~0): the software adds $DELAY ms (target <= 45 ms)"
 echo "  (measured $(num delay_ms "$J2") ms alice->bob and $(num delay_ms "$J1") ms bob->alice: the skew between the two media starts cancels in the mean)"
 echo "  STOI $(num stoi "$J2") / $(num stoi "$J1"), R $(num r "$J2") / $(num r "$J1")"
 
@@ -166,3 +180,29 @@ impaired "5% random loss" --loss 5
 impaired "10% random loss" --loss 10
 impaired "5% loss in bursts of ~3" --burst-loss 5 --burst-len 3
 echo "  (one-way: the mean of the two directions' delays; under jitter the software adds that minus the jitter's mean, 15 ms)"
+
+# ---- 5. a peer beside us: baresip ------------------------------------------------------------------------------
+peer() { # LABEL OPUS-SETTINGS...
+    local label=$1 k v
+    shift
+    unset P
+    declare -gA P=()
+    while read -r k v; do P[$k]=$v; done < <("$(dirname "$0")/peer_baresip.sh" "$T/baresip" "$PORT" "$S1" "$S2" "$Q" "$@")
+    if [ -n "${P[missing]:-}" ]; then
+        echo "  peer: ${P[missing]}"
+        return 1
+    fi
+    printf '  %-70s %5s%%  %5s%%  %6s ms   %s / %s\n' "peer: baresip ${P[version]}, $label" "${P[cpu_caller]}" \
+        "${P[cpu_callee]}" "${P[delay]}" "${P[stoi_ab]}" "${P[stoi_ba]}"
+}
+if [ "${PEER:-1}" != 0 ]; then
+    echo "beside a peer (the same call on the same machine in the same run; CPU per call end over the same window, idle subtracted):"
+    printf '  %-70s %6s  %6s  %9s   %s\n' "" caller callee "one-way" "STOI a->b / b->a"
+    printf '  %-70s %5s%%  %5s%%  %6s ms   %s\n' "parley, opus complexity 7 (voip, 32 kbit/s, FEC, DTX)" "$CPU_A" "$CPU_B" "$DELAY" "$STOI"
+    peer "opus complexity 10 (its default; 28 kbit/s)" &&
+        peer "opus complexity 7 (voip, 32 kbit/s, FEC, no DTX)" opus_complexity 7 opus_application voip \
+            opus_bitrate 32000 opus_inbandfec yes
+    echo "  (baresip: SIP on loopback, SRTP AES_CM_128_HMAC_SHA1_80, aufile in, sndfile out, no sound card, jitter"
+    echo "   buffer 5-10 frames (its default); its delay: sent-to-decoded per frame, median, plus the codec's lookahead;"
+    echo "   no DTX: its jitter buffer releases a frame only when a packet arrives, so DTX's silences stall it)"
+fi

@@ -9,10 +9,13 @@ set -eu
 # libminiupnpc and libnatpmp ask home routers for port mappings
 # (src/io/portmap.c), and miniupnpd-nftables is the router
 # tests/portmap.test.sh asks; tinyproxy, dante-server and microsocks are
-# the outgoing proxies tests/proxy.test.sh tunnels through.
+# the outgoing proxies tests/proxy.test.sh tunnels through; baresip-core
+# is the peer bench/call.bench.sh calls beside us (bench/peer_baresip.sh:
+# its aufile, opus, srtp, sndfile, cons and menu modules).
 PACKAGES=(gcc make pkg-config libsodium-dev libsqlite3-dev libcjson-dev clang libclang-rt-14-dev iproute2 nftables
           stun-client coturn espeak-ng sox libopus-dev libspeexdsp-dev portaudio19-dev tcpdump tshark
-          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables tinyproxy dante-server microsocks jq)
+          libminiupnpc-dev libnatpmp-dev miniupnpd-nftables tinyproxy dante-server microsocks jq
+          baresip-core)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
