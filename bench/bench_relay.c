@@ -264,9 +264,14 @@ static bool start_ours(gen *g, const char *relayd, int sessions)
     snprintf(maxs, sizeof maxs, "%d", sessions + 16);
     /* The per-side rate limits are raised well above a call's 50 packets/s:
      * a generator that falls behind for a moment catches up in a burst, and
-     * coturn (--max-bps 0) has no such limit to trip over either. */
+     * coturn (--max-bps 0) has no such limit to trip over either. Every
+     * session is allocated at the start and the big steps come minutes
+     * later, so allocations live as long as a TURN allocation does (600 s,
+     * RFC 8656): with parley-relayd's default of 60 s idle, the sessions
+     * no step had used yet expired before theirs came, and their packets
+     * were dropped as "unknown channel". */
     char *argv[] = {(char *)relayd, "--listen", "127.0.0.1:0", "--control", g->control, "--max-allocations", maxs,
-                    "--max-per-client", maxs, "--pps", "2000", "--bps", "2000000", NULL};
+                    "--max-per-client", maxs, "--pps", "2000", "--bps", "2000000", "--idle-s", "600", NULL};
     FILE *out = spawn(g, argv);
     char line[256];
     if (!out || !fgets(line, sizeof line, out)) return false;
@@ -741,7 +746,7 @@ int main(int argc, char **argv)
 {
     double seconds = 3, loss_max = 0.05;
     size_t payload = 120;
-    int steps[32], n_steps = parse_steps("250,375,500,625,750,875,1000,1250,1500,1750,2000,2500,3000,4000", steps, 32);
+    int steps[32], n_steps = parse_steps("250,500,625,750,800,850,900,950,1000,1100,1200,1300,1400,1500,1750,2000,2500,3000,4000", steps, 32);
     bool ours = true, coturn = true;
     char relayd[4096];
     /* build/<variant>/bench/bench_relay -> build/<variant>/parley-relayd */
