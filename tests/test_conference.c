@@ -163,15 +163,6 @@ static void audio_tick(void *ctx, pl_time now)
     if (l->audio_on) l->audio_timer = pl_simnet_timer(pl_simworld_net(l->w), now + TICK, audio_tick, l);
 }
 
-static pl_addr addr_of(int a, int b, int port)
-{
-    pl_addr x;
-    char text[40];
-    snprintf(text, sizeof text, "198.51.%d.%d:%d", a, b, port);
-    pl_addr_parse(&x, text, 0);
-    return x;
-}
-
 /* Faster failure detection than a daemon's default, and a cheap encoder:
  * a dozen Opus streams per simulated 20 ms. */
 static pl_phone_config phone_cfg = {.ring_timeout = 8 * PL_SEC, .silence_timeout = 3 * PL_SEC,
@@ -197,7 +188,7 @@ static void lab_up(lab *l, int n)
         char name[24];
         snprintf(name, sizeof name, "super%d", i + 1);
         pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .max_peers = 256};
-        pl_addr a = addr_of(100, i + 1, 7400);
+        pl_addr a = pl_simworld_addr(100, i + 1, 7400);
         l->sn[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->sn[i]);
         boot[i] = *pl_simhost_peer(l->sn[i]);
@@ -208,7 +199,7 @@ static void lab_up(lab *l, int n)
         pl_ovl_peer mine[2] = {boot[i % 2], boot[(i + 1) % 2]};
         pl_stack_config c = {.role = PL_ROLE_NODE, .bootstrap = mine, .n_bootstrap = 2, .max_peers = 64,
                              .phone = &phone_cfg};
-        pl_addr a = addr_of(1, i + 1, 5000);
+        pl_addr a = pl_simworld_addr(1, i + 1, 5000);
         user *u = &l->u[l->n++];
         u->host = pl_simworld_add_host(l->w, NAMES[i], &a, &c);
         CHECK(u->host);

@@ -85,15 +85,6 @@ static void on_event(void *ctx, pl_simhost *h, const pl_stack_event *ev)
     }
 }
 
-static pl_addr addr_of(int a, int b, int port)
-{
-    pl_addr x;
-    char text[40];
-    snprintf(text, sizeof text, "198.51.%d.%d:%d", a, b, port);
-    pl_addr_parse(&x, text, 0);
-    return x;
-}
-
 /* n_sn supernodes (full membership), n_users nodes spread over them. */
 static bool share_ring; /* the next lab's supernodes share one ring */
 static bool gossip;     /* the next lab's supernodes run gossip membership */
@@ -113,7 +104,7 @@ static void lab_up(lab *l, bool secure, size_t n_sn, size_t n_users)
          * learns the rest. */
         pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .max_peers = 512, .membership = gossip,
                              .bootstrap = boot, .n_bootstrap = gossip && i > 0 ? 1 : 0};
-        pl_addr a = addr_of(100, (int)i + 1, 7400);
+        pl_addr a = pl_simworld_addr(100, (int)i + 1, 7400);
         l->sn[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->sn[i]);
         boot[i] = *pl_simhost_peer(l->sn[i]);
@@ -129,7 +120,7 @@ static void lab_up(lab *l, bool secure, size_t n_sn, size_t n_users)
         pl_ovl_peer mine[8];
         for (size_t k = 0; k < n_sn; k++) mine[k] = boot[(i + k) % n_sn];
         pl_stack_config c = {.role = PL_ROLE_NODE, .bootstrap = mine, .n_bootstrap = n_sn, .max_peers = 64};
-        pl_addr a = addr_of(1, (int)i + 1, 5000);
+        pl_addr a = pl_simworld_addr(1, (int)i + 1, 5000);
         l->users[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->users[i]);
         l->logs[l->n++].host = l->users[i];

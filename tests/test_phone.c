@@ -186,15 +186,6 @@ static pl_phone_config phone_cfg_private = {.ring_timeout = 8 * PL_SEC, .privacy
 static pl_phone_config phone_cfg_strict = {.ring_timeout = 8 * PL_SEC, .block_changed_keys = true,
                                            .pins = {NULL, pin_lookup, NULL}};
 
-static pl_addr addr_of(int a, int b, int port)
-{
-    pl_addr x;
-    char text[40];
-    snprintf(text, sizeof text, "198.51.%d.%d:%d", a, b, port);
-    pl_addr_parse(&x, text, 0);
-    return x;
-}
-
 /* Two supernodes and n users (alice, bob, carol...), alice on the first
  * supernode and bob on the second, so a call crosses both. */
 static void lab_up(lab *l, int n, const pl_phone_config *const *cfgs, uint32_t loss_ppm)
@@ -212,7 +203,7 @@ static void lab_up(lab *l, int n, const pl_phone_config *const *cfgs, uint32_t l
         char name[24];
         snprintf(name, sizeof name, "super%d", i + 1);
         pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .max_peers = 256};
-        pl_addr a = addr_of(100, i + 1, 7400);
+        pl_addr a = pl_simworld_addr(100, i + 1, 7400);
         l->sn[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->sn[i]);
         boot[i] = *pl_simhost_peer(l->sn[i]);
@@ -226,7 +217,7 @@ static void lab_up(lab *l, int n, const pl_phone_config *const *cfgs, uint32_t l
         const pl_phone_config *pc = cfgs && cfgs[i] ? cfgs[i] : &phone_cfg_normal;
         pl_stack_config c = {.role = PL_ROLE_NODE, .bootstrap = mine, .n_bootstrap = 2, .max_peers = 64, .phone = pc};
         if (pc->privacy) c.attach.flags |= PL_OVL_ATTACH_F_PRIVATE;
-        pl_addr a = addr_of(1, i + 1, 5000);
+        pl_addr a = pl_simworld_addr(1, i + 1, 5000);
         user_log *u = &l->users[l->n_users++];
         u->host = pl_simworld_add_host(l->w, names[i], &a, &c);
         CHECK(u->host);

@@ -23,15 +23,6 @@ static void on_event(void *ctx, pl_simhost *h, const pl_stack_event *ev)
     if (ev->type == PL_STACK_EV_DEMOTED) t->demoted++;
 }
 
-static pl_addr addr_of(int a, int b, int port)
-{
-    pl_addr x;
-    char text[40];
-    snprintf(text, sizeof text, "198.51.%d.%d:%d", a, b, port);
-    pl_addr_parse(&x, text, 0);
-    return x;
-}
-
 static pl_simworld *world(tally *t, bool secure)
 {
     pl_simworld_config cfg = {.seed = 21, .start = T0, .secure = secure, .link = {10 * PL_MSEC, 2 * PL_MSEC, 0},
@@ -57,7 +48,7 @@ static void lab_up(lab *l, tally *t, bool secure, bool candidates)
         pl_stack_config c = {.role = PL_ROLE_SUPERNODE, .membership = true, .max_clients = 10, .max_peers = 256,
                              .min_uptime_s = 60, .min_kbps = 500, .min_memory_mb = 128,
                              .bootstrap = boot, .n_bootstrap = i ? 1 : 0};
-        pl_addr a = addr_of(100, i + 1, 7400);
+        pl_addr a = pl_simworld_addr(100, i + 1, 7400);
         l->sn[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->sn[i]);
         boot[i] = *pl_simhost_peer(l->sn[i]);
@@ -72,7 +63,7 @@ static void lab_up(lab *l, tally *t, bool secure, bool candidates)
                              .attach = {.uptime_s = 86400, .up_kbps = 20000, .down_kbps = 20000, .memory_mb = 4096},
                              /* What a promoted node's supernode core uses. */
                              .max_clients = 10, .min_uptime_s = 60, .min_kbps = 500, .min_memory_mb = 128};
-        pl_addr a = addr_of(1, i + 1, 5000);
+        pl_addr a = pl_simworld_addr(1, i + 1, 5000);
         l->nodes[i] = pl_simworld_add_host(l->w, name, &a, &c);
         CHECK(l->nodes[i]);
     }

@@ -419,3 +419,12 @@ pl_time pl_simworld_now(const pl_simworld *w) { return pl_simnet_now(w->net); }
 const uint8_t *pl_simworld_ca_pk(const pl_simworld *w) { return w->ca_pk; }
 size_t pl_simworld_host_count(const pl_simworld *w) { return w->n_hosts; }
 pl_simhost *pl_simworld_host(pl_simworld *w, size_t i) { return i < w->n_hosts ? w->hosts[i] : NULL; }
+
+pl_addr pl_simworld_addr(int a, int b, int port)
+{
+    pl_addr x;
+    char text[40];
+    snprintf(text, sizeof text, "198.51.%d.%d:%d", a, b, port);
+    pl_addr_parse(&x, text, 0);
+    return x;
+}

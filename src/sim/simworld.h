@@ -61,6 +61,10 @@ const uint8_t *pl_simworld_ca_pk(const pl_simworld *w);
 size_t pl_simworld_host_count(const pl_simworld *w);
 pl_simhost *pl_simworld_host(pl_simworld *w, size_t i);
 
+/* An address on the simulated internet, 198.51.a.b:port (tests and
+ * benchmarks number their hosts this way). */
+pl_addr pl_simworld_addr(int a, int b, int port);
+
 /* A new user certified as name, at addr, configured from tmpl (role,
  * bootstrap, limits; identity, certificate, CA, RNG and memory are the
  * world's). Not started. NULL if the address is taken. */
