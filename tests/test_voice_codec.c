@@ -1,11 +1,13 @@
 /*
  * test_voice_codec.c - the Opus voice codec on real (synthetic) speech:
  * it keeps the signal, FEC rebuilds a lost frame better than concealment,
- * DTX stops packets in silence, the bitrate follows the setting, and the
+ * DTX stops packets in silence, the silence gate skips the encoder in
+ * near-silence and keeps a held tone going, the bitrate follows the setting, and the
  * packet check refuses what the media stream must not decode.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "speech.h"
 #include "test.h"
@@ -232,6 +234,68 @@ static void test_dtx_silence_sends_few_packets(void)
     free(quiet);
 }
 
+/* The silence gate: a held tone is sound at any complexity (SILK's voice
+ * detector alone calls it silence), near-silence stops the encoder, and
+ * speech after a long silence comes through as well as before it. */
+static void test_gate_keeps_tones_and_skips_silence(void)
+{
+    load_speech();
+    pl_voice_enc *enc;
+    CHECK_EQ(pl_voice_enc_new(&enc, NULL), PL_VOICE_OK);
+    size_t frames = 500;
+    int16_t *tone = malloc(frames * FRAME * sizeof *tone);
+    CHECK(tone != NULL);
+    for (double dbfs = -20; dbfs >= -36; dbfs -= 15) {
+        double a = 32767 * pow(10, dbfs / 20);
+        for (size_t i = 0; i < frames * FRAME; i++) tone[i] = (int16_t)(a * sin(2 * M_PI * 440 * i / 48000.0));
+        int dtx;
+        int sent = frames_sent(enc, tone, frames, &dtx);
+        printf("  10 s of a 440 Hz tone at %.0f dBFS: %d of %zu frames sent, %d DTX\n", dbfs, sent, frames, dtx);
+        CHECK_EQ(sent, (int)frames);
+        CHECK_EQ(dtx, 0);
+    }
+    CHECK_EQ(pl_voice_enc_frames_skipped(enc), 0);
+    pl_voice_enc_free(enc);
+    free(tone);
+
+    /* 3 s of speech, 4 s of digital silence, the same 3 s again. */
+    size_t part = 150 * FRAME, gap = 200 * FRAME, n = 2 * part + gap;
+    int16_t *in = calloc(n, sizeof *in), *out = calloc(n, sizeof *out);
+    CHECK(in != NULL && out != NULL);
+    memcpy(in, speech, part * sizeof *in);
+    memcpy(in + part + gap, speech, part * sizeof *in);
+    pl_voice_dec *dec;
+    CHECK_EQ(pl_voice_enc_new(&enc, NULL), PL_VOICE_OK);
+    CHECK_EQ(pl_voice_dec_new(&dec), PL_VOICE_OK);
+    for (size_t f = 0; f < n / FRAME; f++) {
+        uint8_t pkt[PL_VOICE_MAX_PACKET];
+        size_t len;
+        bool dtx;
+        CHECK_EQ(pl_voice_encode(enc, in + f * FRAME, pkt, &len, &dtx), PL_VOICE_OK);
+        CHECK_EQ(pl_voice_packet_check(pkt, len), PL_VOICE_OK);
+        CHECK_EQ(pl_voice_decode(dec, pkt, len, out + f * FRAME), PL_VOICE_OK);
+    }
+    uint64_t skipped = pl_voice_enc_frames_skipped(enc);
+    /* The gap, less the hangover, plus the speech's own pauses. */
+    CHECK(skipped >= 200 - PL_VOICE_GATE_HANGOVER - 1);
+    CHECK(skipped < n / FRAME - 150);
+    /* Concealment in the middle of the gap is digital silence. */
+    for (size_t i = part + gap / 2; i < part + gap - FRAME; i++) CHECK_EQ(out[i], 0);
+    double before, after;
+    size_t cmp = part - 2 * FRAME;
+    size_t lag1 = pl_test_best_lag(in, out, cmp, FRAME, &before);
+    size_t lag2 = pl_test_best_lag(in + part + gap, out + part + gap, cmp, FRAME, &after);
+    printf("  speech, 4 s of silence, speech: %llu of %zu frames not encoded; correlation %.3f before, %.3f after\n",
+           (unsigned long long)skipped, n / FRAME, before, after);
+    CHECK_EQ(lag1, lag2);
+    CHECK(before >= 0.9);
+    CHECK(after >= before - 0.03);
+    pl_voice_enc_free(enc);
+    pl_voice_dec_free(dec);
+    free(in);
+    free(out);
+}
+
 static void test_bitrate_follows_setting(void)
 {
     load_speech();
@@ -316,6 +380,7 @@ int main(void)
     RUN(test_round_trip_keeps_speech);
     RUN(test_fec_recovers_lost_frame);
     RUN(test_dtx_silence_sends_few_packets);
+    RUN(test_gate_keeps_tones_and_skips_silence);
     RUN(test_bitrate_follows_setting);
     RUN(test_packet_check);
     free(speech);

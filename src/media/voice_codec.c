@@ -1,6 +1,7 @@
 /* voice_codec.c - Opus voice encoder and decoder; see voice_codec.h. */
 #include "voice_codec.h"
 
+#include <math.h>
 #include <opus/opus.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,11 +11,41 @@ struct pl_voice_enc {
     int bitrate;
     int loss_perc;
     int lookahead;
+    /* The silence gate (voice_codec.h): frame energies (sums of squared
+     * samples) at its two levels, the faint frames in a row so far, whether
+     * Opus's own DTX is on now, and the last packet's table-of-contents
+     * byte, which a skipped frame's one-byte packet repeats. */
+    bool gate;
+    int64_t faint_energy, loud_energy;
+    int faint_run;
+    bool opus_dtx;
+    uint8_t last_toc;
+    uint64_t skipped;
 };
+
+/* Concealed frames of digital silence in a row after which concealment
+ * stops running Opus. */
+#define QUIET_CONCEALS 5
+/* Digital silence, give or take Opus's rounding: -84 dBFS. */
+#define QUIET_SAMPLE 2
 
 struct pl_voice_dec {
     OpusDecoder *opus;
+    int quiet_run;
 };
+
+static int64_t gate_energy(double dbfs)
+{
+    double amplitude = 32768.0 * pow(10.0, dbfs / 20.0);
+    return (int64_t)(amplitude * amplitude * PL_VOICE_FRAME);
+}
+
+static int64_t frame_energy(const int16_t pcm[PL_VOICE_FRAME])
+{
+    int64_t e = 0;
+    for (int i = 0; i < PL_VOICE_FRAME; i++) e += (int32_t)pcm[i] * pcm[i];
+    return e;
+}
 
 const char *pl_voice_strerror(pl_voice_err err)
 {
@@ -60,6 +91,13 @@ pl_voice_err pl_voice_enc_new(pl_voice_enc **out, const pl_voice_enc_config *con
     }
     enc->bitrate = bitrate;
     enc->loss_perc = loss;
+    enc->gate = dtx;
+    enc->opus_dtx = dtx;
+    enc->faint_energy = gate_energy(PL_VOICE_GATE_FAINT_DBFS);
+    enc->loud_energy = gate_energy(PL_VOICE_GATE_LOUD_DBFS);
+    /* Until the first packet: hybrid, full band, one 20 ms frame (RFC 6716
+     * table 2, configuration 15). */
+    enc->last_toc = 15 << 3;
     *out = enc;
     return PL_VOICE_OK;
 }
@@ -76,8 +114,30 @@ pl_voice_err pl_voice_encode(pl_voice_enc *enc, const int16_t pcm[PL_VOICE_FRAME
 {
     *len = 0;
     *dtx = false;
+    if (enc->gate) {
+        int64_t e = frame_energy(pcm);
+        enc->faint_run = e < enc->faint_energy ? enc->faint_run + 1 : 0;
+        if (enc->faint_run > PL_VOICE_GATE_HANGOVER) {
+            /* Near-silence for a while: nothing to encode. A bare
+             * table-of-contents byte (code 0, no frame data) is what Opus
+             * itself sends in DTX; the decoder conceals it as silence. When
+             * sound returns the encoder carries on from the frame before
+             * the silence, which was faint too, so nothing audible joins. */
+            out[0] = enc->last_toc & 0xfc;
+            *len = 1;
+            *dtx = true;
+            enc->skipped++;
+            return PL_VOICE_OK;
+        }
+        bool want_dtx = e < enc->loud_energy;
+        if (want_dtx != enc->opus_dtx) {
+            if (opus_encoder_ctl(enc->opus, OPUS_SET_DTX(want_dtx ? 1 : 0)) != OPUS_OK) return PL_VOICE_ERR_CODEC;
+            enc->opus_dtx = want_dtx;
+        }
+    }
     opus_int32 n = opus_encode(enc->opus, pcm, PL_VOICE_FRAME, out, PL_VOICE_MAX_PACKET);
     if (n < 0) return PL_VOICE_ERR_CODEC;
+    if (n >= 1) enc->last_toc = out[0];
     opus_int32 in_dtx = 0;
     if (opus_encoder_ctl(enc->opus, OPUS_GET_IN_DTX(&in_dtx)) != OPUS_OK) in_dtx = 0;
     *len = (size_t)n;
@@ -118,6 +178,8 @@ pl_voice_err pl_voice_enc_set_complexity(pl_voice_enc *enc, int complexity)
 
 int pl_voice_enc_lookahead(const pl_voice_enc *enc) { return enc->lookahead; }
 
+uint64_t pl_voice_enc_frames_skipped(const pl_voice_enc *enc) { return enc->skipped; }
+
 pl_voice_err pl_voice_dec_new(pl_voice_dec **out)
 {
     *out = NULL;
@@ -142,8 +204,17 @@ void pl_voice_dec_free(pl_voice_dec *dec)
 
 void pl_voice_conceal(pl_voice_dec *dec, int16_t pcm[PL_VOICE_FRAME])
 {
+    /* Concealment that has faded to digital silence stays there: Opus would
+     * spend a decoder's time each frame to say so again. */
+    if (dec->quiet_run >= QUIET_CONCEALS) {
+        memset(pcm, 0, sizeof(int16_t) * PL_VOICE_FRAME);
+        return;
+    }
     if (opus_decode(dec->opus, NULL, 0, pcm, PL_VOICE_FRAME, 0) != PL_VOICE_FRAME)
         memset(pcm, 0, sizeof(int16_t) * PL_VOICE_FRAME);
+    bool silent = true;
+    for (int i = 0; i < PL_VOICE_FRAME && silent; i++) silent = pcm[i] >= -QUIET_SAMPLE && pcm[i] <= QUIET_SAMPLE;
+    dec->quiet_run = silent ? dec->quiet_run + 1 : 0;
 }
 
 pl_voice_err pl_voice_decode(pl_voice_dec *dec, const uint8_t *packet, size_t len, int16_t pcm[PL_VOICE_FRAME])
@@ -152,6 +223,13 @@ pl_voice_err pl_voice_decode(pl_voice_dec *dec, const uint8_t *packet, size_t le
         pl_voice_conceal(dec, pcm);
         return PL_VOICE_ERR_PACKET;
     }
+    /* A bare table-of-contents byte is a frame not sent (DTX): Opus
+     * conceals it, as it does a lost one. */
+    if (len == 1) {
+        pl_voice_conceal(dec, pcm);
+        return PL_VOICE_OK;
+    }
+    dec->quiet_run = 0;
     int n = opus_decode(dec->opus, packet, (opus_int32)len, pcm, PL_VOICE_FRAME, 0);
     if (n != PL_VOICE_FRAME) {
         pl_voice_conceal(dec, pcm);
@@ -168,6 +246,7 @@ void pl_voice_decode_fec(pl_voice_dec *dec, const uint8_t *next, size_t len, int
         pl_voice_conceal(dec, pcm);
         return;
     }
+    dec->quiet_run = 0;
     if (opus_decode(dec->opus, next, (opus_int32)len, pcm, PL_VOICE_FRAME, 1) != PL_VOICE_FRAME) {
         pl_voice_conceal(dec, pcm);
         return;

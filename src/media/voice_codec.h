@@ -5,7 +5,8 @@
  * forward error correction (each packet also carries a coarse copy of the
  * previous frame, used when the far side reports loss), discontinuous
  * transmission (during silence the encoder stops producing packets except a
- * comfort-noise update every 400 ms), and a bitrate that the media stream
+ * comfort-noise update every 400 ms, and in near-silence stops encoding
+ * altogether), and a bitrate that the media stream
  * changes while the call runs.
  *
  * The decoder turns a packet into one frame, conceals a lost frame (Opus
@@ -50,14 +51,25 @@ typedef struct pl_voice_enc_config {
     bool no_dtx;    /* turn DTX off */
 } pl_voice_enc_config;
 
-/* Complexity 7: the lowest that keeps Opus's signal analysis on. Without
- * it (6 and below) DTX judges by SILK's voice detector alone, which took a
- * steady tone or a held chord for silence (one frame in five sent) and
- * faint white noise for sound; with it both are right. Above 7 the cost
- * rises and the speech barely changes: on espeak-ng speech at 32 kbit/s,
- * complexity 7 encoded in 0.25 ms a frame against 0.31 ms at 8 (this
- * machine, loaded), STOI 0.993 at both, 0.989 at 5 (0.18 ms). */
-#define PL_VOICE_DEFAULT_COMPLEXITY 7
+/* Complexity 5. Each step above it costs encoder time at every frame of a
+ * call (on espeak-ng speech at 32 kbit/s, this machine: 0.20 ms a frame at
+ * 5, 0.25 at 6, 0.27 at 7, 0.40 at 8) and the speech barely changes (STOI
+ * 0.989 at 5, 0.993 at 7). What 7 bought was Opus's signal analysis, which
+ * DTX used to tell a steady tone from silence; below 7 DTX judges by SILK's
+ * voice detector alone, which took a held tone for silence and faint noise
+ * for sound. The silence gate (voice_codec.c) now makes both calls by
+ * level instead, so 7 is no longer needed. */
+#define PL_VOICE_DEFAULT_COMPLEXITY 5
+
+/* The silence gate, by the frame's RMS level in dB below full scale. Below
+ * FAINT a frame is silence whatever Opus thinks; after GATE_HANGOVER such
+ * frames in a row the encoder is not run at all until sound returns (a call
+ * end spends most of a conversation listening). Above LOUD a frame is
+ * sound: Opus's DTX is off for it, so a held tone or music on hold keeps
+ * going out. Between the two, Opus's voice detector decides. */
+#define PL_VOICE_GATE_FAINT_DBFS (-50)
+#define PL_VOICE_GATE_LOUD_DBFS (-40)
+#define PL_VOICE_GATE_HANGOVER 10 /* frames: 200 ms, as Opus's own DTX waits */
 
 typedef struct pl_voice_enc pl_voice_enc;
 
@@ -79,6 +91,8 @@ int pl_voice_enc_loss(const pl_voice_enc *enc);
 pl_voice_err pl_voice_enc_set_complexity(pl_voice_enc *enc, int complexity);
 /* Samples of delay the encoder adds (its lookahead): 312 in VOIP mode. */
 int pl_voice_enc_lookahead(const pl_voice_enc *enc);
+/* Frames the silence gate answered without running Opus, since creation. */
+uint64_t pl_voice_enc_frames_skipped(const pl_voice_enc *enc);
 
 typedef struct pl_voice_dec pl_voice_dec;
 
@@ -89,7 +103,9 @@ void pl_voice_dec_free(pl_voice_dec *dec);
  * frame) yields comfort noise. On PL_VOICE_ERR_CODEC the frame is concealed
  * instead, so pcm always holds 20 ms of audio. */
 pl_voice_err pl_voice_decode(pl_voice_dec *dec, const uint8_t *packet, size_t len, int16_t pcm[PL_VOICE_FRAME]);
-/* Conceals one lost frame (or continues comfort noise in silence). */
+/* Conceals one lost frame (or continues comfort noise in silence). Once
+ * concealment has faded to digital silence for a few frames it stays
+ * silent without running Opus, until the next packet is decoded. */
 void pl_voice_conceal(pl_voice_dec *dec, int16_t pcm[PL_VOICE_FRAME]);
 /* Rebuilds the lost frame just before `next` from next's FEC data. When next
  * carries none, Opus conceals instead; *had_fec tells which happened. */
