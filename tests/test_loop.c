@@ -107,6 +107,102 @@ static void udp_exchanges_datagrams_v4_and_v6(void)
     CHECK_EQ(count_fds(), fds);
 }
 
+/* ---- deferred reading ------------------------------------------------------------ */
+
+typedef struct deferred_rx {
+    int got;
+    pl_time at[4];
+    bool timer_fired, all_before_timer;
+    pl_time timer_now;
+} deferred_rx;
+
+static void deferred_recv(void *ctx, pl_udp *sock, const pl_addr *from, const uint8_t *data, size_t len, pl_time now)
+{
+    (void)sock, (void)from, (void)data, (void)len;
+    deferred_rx *r = ctx;
+    if (r->timer_fired) r->all_before_timer = false;
+    if (r->got < 4) r->at[r->got] = now;
+    r->got++;
+}
+
+static void deferred_timer(pl_loop *loop, void *ctx)
+{
+    deferred_rx *r = ctx;
+    r->timer_fired = true;
+    r->timer_now = pl_loop_now(loop);
+}
+
+/* A deferred socket does not wake the loop: its datagram waits for the next
+ * wake-up (here a timer 15 ms later), comes first in it, and carries the
+ * time it arrived, not the time it was read. With nothing else to wake the
+ * loop it still wakes within PL_UDP_DEFER_MAX_MS; undeferred, a datagram
+ * wakes it at once again. */
+static void deferred_socket_is_read_at_the_next_wake_up(void)
+{
+    int fds = count_fds();
+    pl_loop *loop = pl_loop_new();
+    deferred_rx r = {.all_before_timer = true};
+    pl_addr any = addr("127.0.0.1:0");
+    pl_udp *rx = pl_udp_open(loop, &any, deferred_recv, &r, NULL);
+    pl_udp *tx = pl_udp_open(loop, &any, NULL, NULL, NULL);
+    CHECK(rx && tx);
+    pl_addr to;
+    CHECK(pl_udp_local_addr(rx, &to));
+    CHECK(!pl_udp_deferred(rx));
+    pl_udp_set_deferred(rx, true);
+    CHECK(pl_udp_deferred(rx));
+
+    pl_timer t;
+    pl_timer_init(&t, deferred_timer, &r);
+    /* The kernel turns receive timestamps on in the background (a deferred
+     * static-key switch); a datagram that comes in before that is stamped
+     * when it is read. Give it a moment, as a call's first frame does. */
+    pl_loop_run_once(loop, 20);
+    pl_time before = pl_loop_now(loop);
+    CHECK_EQ(pl_udp_send(tx, &to, (const uint8_t *)"a", 1), PL_LOOP_OK);
+    pl_udp_flush(tx);
+    pl_timer_set(loop, &t, before + 15 * PL_MSEC);
+    pl_loop_run_once(loop, -1);
+    pl_time woke = pl_loop_now(loop);
+    printf("  slept %.1f ms through the datagram; it arrived %.1f ms before the wake-up\n",
+           (double)(woke - before) / PL_MSEC, (double)(woke - r.at[0]) / PL_MSEC);
+    CHECK(woke - before >= 14 * PL_MSEC); /* the datagram did not end the wait */
+    CHECK_EQ(r.got, 1);
+    CHECK(r.timer_fired && r.all_before_timer);
+    CHECK(r.at[0] >= before);                   /* never before the last wake-up */
+    CHECK(r.at[0] + 10 * PL_MSEC <= r.timer_now); /* when it arrived, not when it was read */
+
+    /* Nothing armed: the loop wakes by itself to read it. */
+    CHECK_EQ(pl_udp_send(tx, &to, (const uint8_t *)"b", 1), PL_LOOP_OK);
+    pl_udp_flush(tx);
+    before = pl_loop_now(loop);
+    pl_loop_run_once(loop, 2000);
+    CHECK_EQ(r.got, 2);
+    CHECK(pl_loop_now(loop) - before < 1000 * PL_MSEC);
+
+    /* Undeferred: the datagram ends the wait, long before the timer. */
+    pl_udp_set_deferred(rx, false);
+    CHECK(!pl_udp_deferred(rx));
+    r.timer_fired = false;
+    before = pl_loop_now(loop);
+    pl_timer_set(loop, &t, before + 2 * PL_SEC);
+    CHECK_EQ(pl_udp_send(tx, &to, (const uint8_t *)"c", 1), PL_LOOP_OK);
+    pl_udp_flush(tx);
+    pl_loop_run_once(loop, -1);
+    CHECK_EQ(r.got, 3);
+    CHECK(!r.timer_fired);
+    CHECK(pl_loop_now(loop) - before < PL_SEC);
+
+    /* Closing a deferred socket takes it off the loop's list. */
+    pl_udp_set_deferred(rx, true);
+    pl_udp_close(rx);
+    pl_loop_run_once(loop, 0);
+    pl_timer_cancel(loop, &t);
+    pl_udp_close(tx);
+    pl_loop_free(loop);
+    CHECK_EQ(count_fds(), fds);
+}
+
 static void udp_batch_of_200_all_arrive(void)
 {
     int fds = count_fds();
@@ -670,6 +766,7 @@ int main(void)
 {
     RUN(udp_exchanges_datagrams_v4_and_v6);
     RUN(udp_batch_of_200_all_arrive);
+    RUN(deferred_socket_is_read_at_the_next_wake_up);
     RUN(timers_fire_in_order_and_may_rearm_or_cancel);
     RUN(busy_socket_does_not_starve_others_or_timers);
     RUN(streams_carry_frames_of_0_1_and_65535_bytes);

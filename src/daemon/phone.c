@@ -261,6 +261,17 @@ static void audio_frame(parleyd *d, pd_call *c, pl_time now)
     if (c->sink && pl_audio_write(c->sink, out) == PL_AUDIO_OK) c->frames_out++;
 }
 
+/* While the audio clock runs, an ordinary node reads its socket on the
+ * clock's tick rather than waking for every datagram: one wake-up per frame
+ * instead of two, the biggest cost of a call end after the codec
+ * (docs/calls.md). Nothing waits more than a frame, and the loop hands each
+ * datagram over with its arrival time, so the jitter buffer is not fooled.
+ * A supernode serves others from that socket and keeps answering at once. */
+static void defer_reading(parleyd *d)
+{
+    if (d->udp) pl_udp_set_deferred(d->udp, d->audio_running && d->role == PL_ROLE_NODE);
+}
+
 static void audio_tick(pl_loop *loop, void *ctx)
 {
     parleyd *d = ctx;
@@ -291,6 +302,7 @@ static void audio_tick(pl_loop *loop, void *ctx)
     }
     if (any) pl_timer_set(loop, &d->audio_timer, d->audio_next);
     else d->audio_running = false;
+    defer_reading(d);
     pd_rearm(d);
 }
 
@@ -300,6 +312,7 @@ static void audio_start(parleyd *d)
     d->audio_running = true;
     d->audio_next = pl_loop_now(d->loop) + FRAME;
     pl_timer_set(d->loop, &d->audio_timer, d->audio_next);
+    defer_reading(d);
 }
 
 /* ---- events ----------------------------------------------------------------------------------------- */

@@ -115,6 +115,8 @@ struct pl_udp {
     void *ctx;
     uint8_t family;
     dlist dirty; /* in loop->udp_dirty while datagrams wait for the flush */
+    dlist deferred; /* in loop->udp_deferred while its reading is deferred */
+    bool stamped;   /* SO_TIMESTAMPNS is on */
     /* The send queue: a ring of PL_UDP_SEND_QUEUE prepared message headers,
      * allocated at the first send, so sendmmsg takes a run of it directly. */
     struct mmsghdr *smsg;
@@ -175,7 +177,9 @@ struct pl_loop {
     uint64_t timer_seq;
     dlist handles;
     dlist udp_dirty;
+    dlist udp_deferred;
     dlist stream_dirty;
+    pl_time last_wake; /* now at the previous wake-up: deferred datagrams arrived after it */
     handle *dead;
     fd_watch **watches; /* indexed by fd */
     size_t watches_cap;
@@ -185,6 +189,10 @@ struct pl_loop {
     struct mmsghdr rmsg[RECV_BATCH];
     struct iovec riov[RECV_BATCH];
     struct sockaddr_storage raddr[RECV_BATCH];
+    union {
+        struct cmsghdr align;
+        uint8_t buf[CMSG_SPACE(sizeof(struct timespec))];
+    } rctl[RECV_BATCH];
     uint8_t rbuf[RECV_BATCH][PL_UDP_MAX_DATAGRAM];
 };
 
@@ -542,6 +550,7 @@ pl_udp *pl_udp_open(pl_loop *loop, const pl_addr *bind_addr, pl_udp_recv_cb cb, 
     u->ctx = ctx;
     u->family = bind_addr->family;
     dlist_init(&u->dirty);
+    dlist_init(&u->deferred);
     if (handle_add(loop, &u->h, H_UDP, fd, PL_FD_READ) != 0) {
         int e = errno;
         close(fd);
@@ -585,6 +594,10 @@ static bool udp_alloc_queue(pl_udp *u)
     return true;
 }
 
+/* What a socket asks epoll for besides EPOLLOUT: nothing while its reading is
+ * deferred (the loop reads it at every wake-up instead). */
+static unsigned udp_read_mask(const pl_udp *u) { return dlist_empty(&u->deferred) ? PL_FD_READ : 0; }
+
 /* Sends what is queued, in runs that do not wrap around the ring. On EAGAIN
  * the rest stays queued and the socket asks epoll for EPOLLOUT; a datagram
  * the kernel refuses for any other reason (no route, message too long) is
@@ -599,7 +612,7 @@ static void udp_flush(pl_udp *u)
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                handle_want(&u->h, PL_FD_READ | PL_FD_WRITE);
+                handle_want(&u->h, udp_read_mask(u) | PL_FD_WRITE);
                 return;
             }
             u->stats.send_errors++;
@@ -611,7 +624,7 @@ static void udp_flush(pl_udp *u)
         u->slen -= (size_t)n;
     }
     u->shead = 0;
-    handle_want(&u->h, PL_FD_READ);
+    handle_want(&u->h, udp_read_mask(u));
 }
 
 pl_loop_err pl_udp_send(pl_udp *u, const pl_addr *to, const uint8_t *data, size_t len)
@@ -659,12 +672,32 @@ void pl_udp_close(pl_udp *sock)
     /* One last try, so that a goodbye queued just before closing goes out. */
     udp_flush(sock);
     dlist_remove(&sock->dirty);
+    dlist_remove(&sock->deferred);
     handle_release(&sock->h);
+}
+
+/* When the kernel received a datagram, on the loop's clock: its SO_TIMESTAMPNS
+ * stamp (wall-clock time) taken back from now by its age, and kept between
+ * the last wake-up and now, so that time never runs backward for the
+ * callbacks. Without a stamp: now. */
+static pl_time arrival_time(const pl_loop *loop, struct msghdr *m, pl_time real_now)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS) continue;
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(c), sizeof ts);
+        pl_time stamp = (pl_time)ts.tv_sec * PL_SEC + (pl_time)ts.tv_nsec / 1000;
+        pl_time age = real_now > stamp ? real_now - stamp : 0;
+        pl_time at = age < loop->now ? loop->now - age : 0;
+        return at < loop->last_wake ? loop->last_wake : at;
+    }
+    return loop->now;
 }
 
 static void udp_read(pl_loop *loop, pl_udp *u)
 {
     size_t budget = PL_LOOP_RECV_BUDGET;
+    pl_time real_now = u->stamped ? clock_us(CLOCK_REALTIME) : 0;
     while (budget > 0 && !u->h.closed) {
         unsigned want = budget < RECV_BATCH ? (unsigned)budget : RECV_BATCH;
         for (unsigned i = 0; i < want; i++) {
@@ -675,6 +708,10 @@ static void udp_read(pl_loop *loop, pl_udp *u)
             loop->rmsg[i].msg_hdr.msg_namelen = sizeof loop->raddr[i];
             loop->rmsg[i].msg_hdr.msg_iov = &loop->riov[i];
             loop->rmsg[i].msg_hdr.msg_iovlen = 1;
+            if (u->stamped) {
+                loop->rmsg[i].msg_hdr.msg_control = loop->rctl[i].buf;
+                loop->rmsg[i].msg_hdr.msg_controllen = sizeof loop->rctl[i].buf;
+            }
         }
         int n = recvmmsg(u->h.fd, loop->rmsg, want, MSG_DONTWAIT, NULL);
         if (n < 0) {
@@ -689,10 +726,48 @@ static void udp_read(pl_loop *loop, pl_udp *u)
             pl_addr from;
             pl_sockaddr_to_addr((struct sockaddr *)&loop->raddr[i], &from);
             u->stats.received++;
-            if (u->cb) u->cb(u->ctx, u, &from, loop->rbuf[i], loop->rmsg[i].msg_len, loop->now);
+            pl_time at = u->stamped ? arrival_time(loop, &loop->rmsg[i].msg_hdr, real_now) : loop->now;
+            if (u->cb) u->cb(u->ctx, u, &from, loop->rbuf[i], loop->rmsg[i].msg_len, at);
         }
         budget -= (size_t)n;
         if ((unsigned)n < want) return;
+    }
+}
+
+void pl_udp_set_deferred(pl_udp *u, bool deferred)
+{
+    if (u->h.closed || deferred == !dlist_empty(&u->deferred)) return;
+    pl_loop *loop = u->h.loop;
+    if (deferred) {
+        if (!u->stamped) {
+            int one = 1;
+            u->stamped = setsockopt(u->h.fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) == 0;
+        }
+        dlist_push_back(&loop->udp_deferred, &u->deferred);
+    } else {
+        dlist_remove(&u->deferred);
+    }
+    /* Back to reading on demand, what waits is reported by the next
+     * epoll_wait at once (epoll is level-triggered). Reading it here could
+     * be inside this socket's own callback, in the middle of the batch. */
+    handle_want(&u->h, udp_read_mask(u) | (u->h.events & PL_FD_WRITE));
+}
+
+bool pl_udp_deferred(const pl_udp *u) { return !dlist_empty(&u->deferred); }
+
+/* Reads every deferred socket: the first thing a wake-up does. */
+static void read_deferred(pl_loop *loop)
+{
+    if (dlist_empty(&loop->udp_deferred)) return;
+    /* Each socket goes back on the loop's list before it is read, so a
+     * callback may close or un-defer any of them, or defer another. */
+    dlist todo;
+    dlist_splice(&loop->udp_deferred, &todo);
+    while (!dlist_empty(&todo)) {
+        pl_udp *u = CONTAINER(todo.next, pl_udp, deferred);
+        dlist_remove(&u->deferred);
+        dlist_push_back(&loop->udp_deferred, &u->deferred);
+        udp_read(loop, u);
     }
 }
 
@@ -1347,9 +1422,11 @@ pl_loop *pl_loop_new(void)
     }
     dlist_init(&loop->handles);
     dlist_init(&loop->udp_dirty);
+    dlist_init(&loop->udp_deferred);
     dlist_init(&loop->stream_dirty);
     loop->mono = clock_us(CLOCK_MONOTONIC);
     loop->now = clock_us(CLOCK_REALTIME);
+    loop->last_wake = loop->now;
     return loop;
 }
 
@@ -1402,6 +1479,8 @@ static int wait_ms(const pl_loop *loop, int max_wait_ms)
         long long t = due <= loop->now ? 0 : (long long)((due - loop->now + 999) / 1000);
         if (ms < 0 || t < ms) ms = t;
     }
+    /* A deferred socket is read only when the loop wakes. */
+    if (!dlist_empty(&loop->udp_deferred) && (ms < 0 || ms > PL_UDP_DEFER_MAX_MS)) ms = PL_UDP_DEFER_MAX_MS;
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
@@ -1413,6 +1492,8 @@ void pl_loop_run_once(pl_loop *loop, int max_wait_ms)
 
     int n = epoll_wait(loop->epfd, loop->events, MAX_EVENTS, wait_ms(loop, max_wait_ms));
     update_time(loop);
+    read_deferred(loop);
+    loop->last_wake = loop->now;
     for (int i = 0; i < n; i++) {
         handle *h = loop->events[i].data.ptr;
         uint32_t ev = loop->events[i].events;

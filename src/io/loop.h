@@ -80,6 +80,20 @@ bool pl_udp_local_addr(const pl_udp *sock, pl_addr *out);
  * (a family the socket does not speak), PL_LOOP_ERR_FULL. */
 pl_loop_err pl_udp_send(pl_udp *sock, const pl_addr *to, const uint8_t *data, size_t len);
 void pl_udp_flush(pl_udp *sock);
+/* Deferred reading, for a socket whose datagrams can wait for the next
+ * wake-up. While a call's 20 ms audio clock runs, reading the socket on the
+ * clock's tick instead of waking for each datagram saves a wake-up per
+ * frame, and on this kind of machine a wake-up costs more than the frame's
+ * network work. While deferred, the loop does not ask epoll for the
+ * socket's input; it reads the socket at the start of every wake-up, before
+ * events and timers, and never sleeps longer than PL_UDP_DEFER_MAX_MS.
+ * Each datagram is handed to the callback with the time the kernel received
+ * it (SO_TIMESTAMPNS), kept after the previous wake-up so that time never
+ * runs backward for the callbacks: jitter measurements stay true. Sending
+ * is not affected. */
+#define PL_UDP_DEFER_MAX_MS 20
+void pl_udp_set_deferred(pl_udp *sock, bool deferred);
+bool pl_udp_deferred(const pl_udp *sock);
 typedef struct pl_udp_stats {
     uint64_t received;       /* datagrams handed to the callback */
     uint64_t recv_truncated; /* longer than PL_UDP_MAX_DATAGRAM: dropped */
