@@ -16,7 +16,8 @@
 #  4. CPU per call end: the daemon's CPU time during a call (WAV in, WAV
 #     out, Opus, jitter buffer, AES-GCM, paths) minus the same time idle:
 #     from just before the dial to 9 s later, while both sides still send
-#     speech (the files are 10 s long);
+#     speech (the files are 10 s long); both talk at once (double talk),
+#     then, in a second call, take turns as in a conversation;
 #  5. a peer beside us: the same call between two baresip instances
 #     (bench/peer_baresip.sh), with its default Opus complexity and with
 #     ours, CPU measured the same way, delay and speech scores too.
@@ -76,7 +77,11 @@ stop_user() { # USER PID
     "$PL" --home "$T/$1" stop >/dev/null 2>&1
     wait "$2" 2>/dev/null
 }
-for i in 1 2; do start "super$i" --role supernode --listen "127.0.0.$((i + 1)):$PORT" --bootstrap-file "$T/supernodes"; done
+SUPER_PIDS=()
+for i in 1 2; do
+    start "super$i" --role supernode --listen "127.0.0.$((i + 1)):$PORT" --bootstrap-file "$T/supernodes"
+    SUPER_PIDS+=("$LAST_PID")
+done
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 
 echo "== calls on loopback (bench/call.bench.sh)"
@@ -138,6 +143,17 @@ echo "  STOI $(num stoi "$J2") / $(num stoi "$J1"), R $(num r "$J2") / $(num r "
 stop_user alice "$ALICE"
 IMP_ADDR=127.0.0.50:$PORT
 SN1=$(head -1 "$T/supernodes")
+# One supernode only from here: alice keeps a standby relay at a second
+# supernode of hers and the path manager moves to it when it is better (as
+# under jitter), and that relay would be a way around the impairment. So
+# super2 stops, and bob attaches to super1.
+stop_user super2 "${SUPER_PIDS[1]}"
+stop_user bob "$BOB"
+echo "$SN1" >"$T/sn1_only"
+: >"$T/bob.log"
+start bob --listen 127.0.1.2:0 --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
+BOB=$LAST_PID
+wait_line "$T/bob.log" 'record published' 200 || die "bob on super1"
 impaired() { # LABEL IMPAIR-OPTIONS...
     local label=$1
     shift
@@ -181,6 +197,39 @@ impaired "10% random loss" --loss 10
 impaired "5% loss in bursts of ~3" --burst-loss 5 --burst-len 3
 echo "  (one-way: the mean of the two directions' delays; under jitter the software adds that minus the jitter's mean, 15 ms)"
 
+# ---- 4b. CPU per call end in a conversation ------------------------------------------------------------------------
+# The call above is double talk: both files speak at once, all the time, the
+# worst case for the encoders. In a conversation people take turns: here
+# alice speaks her first 5 s and then listens, bob listens and then speaks
+# his first 5 s. The same window, measured the same way.
+sox "$S1" "$T/turn_alice.wav" trim 0 5 pad 0 5 2>/dev/null && sox "$S2" "$T/turn_bob.wav" trim 0 5 pad 5 0 2>/dev/null ||
+    die "sox: turn-taking files"
+stop_user bob "$BOB"
+# Fresh logs, so that the waits below see this start's lines; no host cache
+# for alice, who last attached through parley-impair.
+rm -f "$T/alice/hosts"
+: >"$T/alice.log"
+: >"$T/bob.log"
+start alice --listen 127.0.1.1:0 --bootstrap-file "$T/sn1_only"
+ALICE=$LAST_PID
+start bob --listen 127.0.1.2:0 --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$T/turn_bob.wav" \
+    --answer-to "$T/rec_bob_turns.wav"
+BOB=$LAST_PID
+wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
+sleep 1
+a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
+sleep 5
+a1=$(cpu_ns "$ALICE") b1=$(cpu_ns "$BOB") t1=$(date +%s%N)
+"$PL" --home "$T/alice" --json call bob --from "$T/turn_alice.wav" --to "$T/rec_alice_turns.wav" >/dev/null 2>&1 &
+CALL=$!
+sleep 9
+a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
+wait "$CALL"
+TURN_A=$(awk -v a1="$a1" -v a2="$a2" -v a0="$a0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
+TURN_B=$(awk -v a1="$b1" -v a2="$b2" -v a0="$b0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
+echo "CPU per call end in a conversation (each speaks 5 s, then listens; the same window):"
+echo "  caller $TURN_A%, callee $TURN_B% of one core (target <= 2%)"
+
 # ---- 5. a peer beside us: baresip ------------------------------------------------------------------------------
 peer() { # LABEL OPUS-SETTINGS...
     local label=$1 k v
@@ -198,9 +247,9 @@ peer() { # LABEL OPUS-SETTINGS...
 if [ "${PEER:-1}" != 0 ]; then
     echo "beside a peer (the same call on the same machine in the same run; CPU per call end over the same window, idle subtracted):"
     printf '  %-70s %6s  %6s  %9s   %s\n' "" caller callee "one-way" "STOI a->b / b->a"
-    printf '  %-70s %5s%%  %5s%%  %6s ms   %s\n' "parley, opus complexity 7 (voip, 32 kbit/s, FEC, DTX)" "$CPU_A" "$CPU_B" "$DELAY" "$STOI"
+    printf '  %-70s %5s%%  %5s%%  %6s ms   %s\n' "parley, opus complexity 5 (voip, 32 kbit/s, FEC, DTX, silence gate)" "$CPU_A" "$CPU_B" "$DELAY" "$STOI"
     peer "opus complexity 10 (its default; 28 kbit/s)" &&
-        peer "opus complexity 7 (voip, 32 kbit/s, FEC, no DTX)" opus_complexity 7 opus_application voip \
+        peer "opus complexity 5 (voip, 32 kbit/s, FEC, no DTX)" opus_complexity 5 opus_application voip \
             opus_bitrate 32000 opus_inbandfec yes
     echo "  (baresip: SIP on loopback, SRTP AES_CM_128_HMAC_SHA1_80, aufile in, sndfile out, no sound card, jitter"
     echo "   buffer 5-10 frames (its default); its delay: sent-to-decoded per frame, median, plus the codec's lookahead;"

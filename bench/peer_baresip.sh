@@ -14,7 +14,7 @@
 # up on it).
 #
 # Every opus_KEY VALUE pair goes into both configurations (for example
-# opus_complexity 7); without opus_complexity baresip's opus module uses
+# opus_complexity 5); without opus_complexity baresip's opus module uses
 # complexity 10.
 #
 # Prints "key value" lines for call.bench.sh: version, cpu_caller,
