@@ -155,9 +155,21 @@ static void deferred_socket_is_read_at_the_next_wake_up(void)
     pl_timer t;
     pl_timer_init(&t, deferred_timer, &r);
     /* The kernel turns receive timestamps on in the background (a deferred
-     * static-key switch); a datagram that comes in before that is stamped
-     * when it is read. Give it a moment, as a call's first frame does. */
-    pl_loop_run_once(loop, 20);
+     * static-key switch, done by a kernel worker); a datagram that comes in
+     * before that is stamped when it is read. Wait for it, up to 2 s: a
+     * datagram read 5 ms after it was sent says so. */
+    bool stamping = false;
+    for (int i = 0; i < 100 && !stamping; i++) {
+        CHECK_EQ(pl_udp_send(tx, &to, (const uint8_t *)"p", 1), PL_LOOP_OK);
+        pl_udp_flush(tx);
+        pl_timer_set(loop, &t, pl_loop_now(loop) + 5 * PL_MSEC);
+        while (!r.timer_fired) pl_loop_run_once(loop, -1);
+        stamping = r.got > 0 && r.at[0] + 3 * PL_MSEC <= r.timer_now;
+        r = (deferred_rx){.all_before_timer = true};
+        pl_loop_run_once(loop, 10);
+    }
+    CHECK(stamping);
+    pl_loop_run_once(loop, 0);
     pl_time before = pl_loop_now(loop);
     CHECK_EQ(pl_udp_send(tx, &to, (const uint8_t *)"a", 1), PL_LOOP_OK);
     pl_udp_flush(tx);
