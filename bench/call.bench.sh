@@ -83,6 +83,21 @@ for i in 1 2; do
     SUPER_PIDS+=("$LAST_PID")
 done
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+# CPU per call end, percent of one core: the rate from T1 to T2 (the call)
+# less the rate from T0 to T1 (the same daemon idle). Arguments: the
+# process's CPU ns at T0, T1, T2, then T0, T1, T2.
+cpu_pct() {
+    awk -v a0="$1" -v a1="$2" -v a2="$3" -v t0="$4" -v t1="$5" -v t2="$6" \
+        'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }'
+}
+# Restarts bob with ARGS after his --listen, with a fresh log so that the
+# wait for his record sees this start's line.
+restart_bob() {
+    stop_user bob "$BOB"
+    : >"$T/bob.log"
+    start bob --listen 127.0.1.2:0 "$@"
+    BOB=$LAST_PID
+}
 
 echo "== calls on loopback (bench/call.bench.sh)"
 
@@ -103,9 +118,7 @@ echo "dial to ringing (look-up, relay grant, handshake, invite; cold session), 6
 echo "  first $(printf '%.1f' "${rings[0]}") ms, median $(awk '{a[NR]=$1} END {printf "%.1f", (a[3]+a[4])/2}' "$T/rings") ms, max $(tail -1 "$T/rings") ms (target <= 100 ms)"
 
 # ---- 2a and 4: a direct call, no impairment; CPU per call end -----------------------------------------------
-stop_user bob "$BOB"
-start bob --listen 127.0.1.2:0 --bootstrap-file "$T/supernodes.rev" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
-BOB=$LAST_PID
+restart_bob --bootstrap-file "$T/supernodes.rev" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
 wait_line "$T/bob.log" 'record published' 200 || die "bob"
 sleep 1
 a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
@@ -121,8 +134,8 @@ a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
 wait "$CALL"
 out=$(cat "$T/call.json")
 call_s=$(num duration_s "$out")
-CPU_A=$(awk -v a1="$a1" -v a2="$a2" -v a0="$a0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
-CPU_B=$(awk -v a1="$b1" -v a2="$b2" -v a0="$b0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
+CPU_A=$(cpu_pct "$a0" "$a1" "$a2" "$t0" "$t1" "$t2")
+CPU_B=$(cpu_pct "$b0" "$b1" "$b2" "$t0" "$t1" "$t2")
 awk -v a0="$a0" -v a1="$a1" -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v s="$call_s" -v ca="$CPU_A" -v cb="$CPU_B" 'BEGIN {
     printf "CPU per call end (%.1f s call, the first %.1f s; WAV in and out, crypto included; idle daemon subtracted):\n", s, (t2 - t1) / 1e9;
     printf "  caller %.2f%%, callee %.2f%% of one core (idle: %.3f%% and %.3f%%) (target <= 2%%)\n",
@@ -148,11 +161,8 @@ SN1=$(head -1 "$T/supernodes")
 # under jitter), and that relay would be a way around the impairment. So
 # super2 stops, and bob attaches to super1.
 stop_user super2 "${SUPER_PIDS[1]}"
-stop_user bob "$BOB"
 echo "$SN1" >"$T/sn1_only"
-: >"$T/bob.log"
-start bob --listen 127.0.1.2:0 --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
-BOB=$LAST_PID
+restart_bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
 wait_line "$T/bob.log" 'record published' 200 || die "bob on super1"
 impaired() { # LABEL IMPAIR-OPTIONS...
     local label=$1
@@ -204,17 +214,13 @@ echo "  (one-way: the mean of the two directions' delays; under jitter the softw
 # his first 5 s. The same window, measured the same way.
 sox "$S1" "$T/turn_alice.wav" trim 0 5 pad 0 5 2>/dev/null && sox "$S2" "$T/turn_bob.wav" trim 0 5 pad 5 0 2>/dev/null ||
     die "sox: turn-taking files"
-stop_user bob "$BOB"
-# Fresh logs, so that the waits below see this start's lines; no host cache
-# for alice, who last attached through parley-impair.
+# A fresh log for alice too, and no host cache: she last attached through
+# parley-impair.
 rm -f "$T/alice/hosts"
 : >"$T/alice.log"
-: >"$T/bob.log"
 start alice --listen 127.0.1.1:0 --bootstrap-file "$T/sn1_only"
 ALICE=$LAST_PID
-start bob --listen 127.0.1.2:0 --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$T/turn_bob.wav" \
-    --answer-to "$T/rec_bob_turns.wav"
-BOB=$LAST_PID
+restart_bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$T/turn_bob.wav" --answer-to "$T/rec_bob_turns.wav"
 wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
 sleep 1
 a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
@@ -225,8 +231,8 @@ CALL=$!
 sleep 9
 a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
 wait "$CALL"
-TURN_A=$(awk -v a1="$a1" -v a2="$a2" -v a0="$a0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
-TURN_B=$(awk -v a1="$b1" -v a2="$b2" -v a0="$b0" -v t0="$t0" -v t1="$t1" -v t2="$t2" 'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }')
+TURN_A=$(cpu_pct "$a0" "$a1" "$a2" "$t0" "$t1" "$t2")
+TURN_B=$(cpu_pct "$b0" "$b1" "$b2" "$t0" "$t1" "$t2")
 echo "CPU per call end in a conversation (each speaks 5 s, then listens; the same window):"
 echo "  caller $TURN_A%, callee $TURN_B% of one core (target <= 2%)"
 

@@ -871,7 +871,6 @@ static long proc_rss_kb(pid_t pid)
     return kb;
 }
 
-/* Datagrams the kernel dropped at a socket bound to addr (/proc/net/udp). */
 /* The drops counted at the supernode's UDP socket (its receive queue was
  * full), asked of the kernel for that one socket by sock_diag. Reading
  * /proc/net/udp instead walks every socket of the namespace: with 200,000
