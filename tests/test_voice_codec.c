@@ -2,8 +2,8 @@
  * test_voice_codec.c - the Opus voice codec on real (synthetic) speech:
  * it keeps the signal, FEC rebuilds a lost frame better than concealment,
  * DTX stops packets in silence, the silence gate skips the encoder in
- * near-silence and keeps a held tone going, the bitrate follows the setting, and the
- * packet check refuses what the media stream must not decode.
+ * near-silence and keeps a held tone going, the bitrate follows the setting, the
+ * coded band is wideband unless a wider one is asked for, and the packet check refuses what the media stream must not decode.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -334,6 +334,62 @@ static void test_bitrate_follows_setting(void)
     CHECK(enc == NULL);
 }
 
+/* The audio band a packet's table-of-contents byte declares (RFC 6716
+ * table 2), in kHz of audio: 4, 6, 8, 12 or 20. */
+static int toc_band_khz(uint8_t toc)
+{
+    int config = toc >> 3;
+    static const int silk[3] = {4, 6, 8}, hybrid[2] = {12, 20}, celt[4] = {4, 8, 12, 20};
+    if (config < 12) return silk[config / 4];
+    if (config < 16) return hybrid[(config - 12) / 2];
+    return celt[(config - 16) / 4];
+}
+
+/* Speech at 32 kbit/s: by default every packet is wideband (SILK alone);
+ * asked for full band, Opus codes most speech as hybrid full band. A
+ * band the codec does not know is refused, by name and by value. */
+static void test_band_is_wide_unless_asked(void)
+{
+    load_speech();
+    static const struct {
+        pl_voice_band band;
+        int widest_khz;
+    } cases[] = {{PL_VOICE_BAND_DEFAULT, 8}, {PL_VOICE_BAND_WIDE, 8}, {PL_VOICE_BAND_SUPERWIDE, 12},
+                 {PL_VOICE_BAND_FULL, 20}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        pl_voice_enc_config cfg = {.bitrate = 32000, .complexity = -1, .band = cases[c].band};
+        pl_voice_enc *enc;
+        CHECK_EQ(pl_voice_enc_new(&enc, &cfg), PL_VOICE_OK);
+        size_t frames = speech_n / FRAME, coded = 0, at_widest = 0, over = 0;
+        for (size_t f = 0; f < frames; f++) {
+            uint8_t p[PL_VOICE_MAX_PACKET];
+            size_t len;
+            bool dtx;
+            CHECK_EQ(pl_voice_encode(enc, speech + f * FRAME, p, &len, &dtx), PL_VOICE_OK);
+            if (dtx) continue;
+            coded++;
+            int khz = toc_band_khz(p[0]);
+            if (khz == cases[c].widest_khz) at_widest++;
+            if (khz > cases[c].widest_khz) over++;
+        }
+        printf("  %s: %zu of %zu coded frames at %d kHz, %zu wider\n", pl_voice_band_name(cases[c].band), at_widest,
+               coded, cases[c].widest_khz, over);
+        CHECK(coded > frames / 2);
+        CHECK_EQ(over, 0);
+        CHECK(at_widest > coded / 2);
+        pl_voice_enc_free(enc);
+    }
+    pl_voice_band b;
+    CHECK(pl_voice_band_parse("full", &b) && b == PL_VOICE_BAND_FULL);
+    CHECK(pl_voice_band_parse("wide", &b) && b == PL_VOICE_BAND_WIDE);
+    CHECK(!pl_voice_band_parse("narrow", &b));
+    CHECK(!pl_voice_band_parse(NULL, &b));
+    pl_voice_enc_config bad = {.band = (pl_voice_band)7};
+    pl_voice_enc *enc;
+    CHECK_EQ(pl_voice_enc_new(&enc, &bad), PL_VOICE_ERR_ARG);
+    CHECK(enc == NULL);
+}
+
 static void test_packet_check(void)
 {
     pl_voice_enc *enc;
@@ -382,6 +438,7 @@ int main(void)
     RUN(test_dtx_silence_sends_few_packets);
     RUN(test_gate_keeps_tones_and_skips_silence);
     RUN(test_bitrate_follows_setting);
+    RUN(test_band_is_wide_unless_asked);
     RUN(test_packet_check);
     free(speech);
     return pl_test_summary();

@@ -77,7 +77,7 @@ pl_media_err pl_media_new(pl_media **out, const pl_media_config *config, const p
     if (cfg.bitrate_min < PL_VOICE_BITRATE_MIN || cfg.bitrate_max > PL_VOICE_BITRATE_MAX ||
         cfg.bitrate_min > cfg.bitrate_max || cfg.bitrate_start < cfg.bitrate_min ||
         cfg.bitrate_start > cfg.bitrate_max || cfg.complexity < 0 || cfg.complexity > 10 ||
-        cfg.report_interval < 10 * PL_MSEC)
+        cfg.report_interval < 10 * PL_MSEC || cfg.band < PL_VOICE_BAND_DEFAULT || cfg.band > PL_VOICE_BAND_FULL)
         return PL_MEDIA_ERR_CONFIG;
     const pl_mem *mem = cfg.mem ? cfg.mem : pl_mem_system();
     pl_media *m = mem->calloc(mem->ctx, 1, sizeof *m);
@@ -85,7 +85,7 @@ pl_media_err pl_media_new(pl_media **out, const pl_media_config *config, const p
     m->cfg = cfg;
     m->io = *io;
     m->mem = mem;
-    pl_voice_enc_config ec = {.bitrate = cfg.bitrate_start, .complexity = cfg.complexity, .loss_perc = 0,
+    pl_voice_enc_config ec = {.bitrate = cfg.bitrate_start, .band = cfg.band, .complexity = cfg.complexity, .loss_perc = 0,
                               .no_fec = cfg.no_fec, .no_dtx = cfg.no_dtx};
     pl_voice_err ve = pl_voice_enc_new(&m->enc, &ec);
     if (ve == PL_VOICE_OK) ve = pl_voice_dec_new(&m->dec);

@@ -50,6 +50,7 @@ typedef struct pl_media_config {
     int bitrate_start;       /* 0: 32000 */
     bool fixed_bitrate;      /* no adaptation (tests, a link known to be good) */
     int complexity;          /* Opus complexity 1..10; 0: PL_VOICE_DEFAULT_COMPLEXITY */
+    pl_voice_band band;      /* the widest audio band to code; 0: wideband (voice_codec.h) */
     bool no_fec, no_dtx;
     pl_time report_interval; /* 0: 1 s */
     pl_jitter_config jitter;
