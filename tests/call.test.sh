@@ -12,7 +12,9 @@
 #    has the live statistics;
 #  - rejected, busy, no answer, no such user, unreachable (offline): each
 #    ends with its reason and its exit code;
-#  - hold, resume, mute and unmute through the CLI, seen at the other end.
+#  - hold, resume, mute and unmute through the CLI, seen at the other end;
+#    the caller's `parley call` follows the call on one connection and
+#    shows the hold and the resume as they happen.
 set -u
 B=${PARLEY_BUILD:-build/release}
 CA="$B/parley-ca"
@@ -168,7 +170,13 @@ expect "and the reason no such user" 'call ended: no such user' "$out"
 "$PL" --home "$T/alice" call bob --tone 440 --duration 12 >"$T/a3.out" 2>&1 &
 apid=$!
 wait_state bob active || bad "bob takes alice's call"
+# The daemon sends the call's record to `parley call` when it changes: the
+# CLI does not ask again and again (each asking is a control request).
+served() { num control_requests "$("$PL" --home "$T/alice" --json status)"; }
+q1=$(served)
 sleep 1
+q2=$(served)
+check "parley call asks the daemon nothing during the call (one request: this status)" 'b - a == 1' "$q1" "$q2"
 rx() { num packets_received "$(calls_json "$1")"; }
 out=$("$PL" --home "$T/alice" hold)
 expect "parley hold" '^call [0-9]+ on hold' "$out"
@@ -200,6 +208,7 @@ wait $apid
 rc=$?
 [ $rc -eq 0 ] && ok "parley hangup ends it (the call's exit 0)" || bad "hangup: exit 0" "exit $rc: $(cat "$T/a3.out")"
 expect "bob's log has the hold and the hang-up" 'on hold \(by the other side\)' "$(cat "$T/bob.log")"
+expect "alice's parley call showed the hold and the resume" 'on hold resumed call ended: hung up' "$(tr '\n' ' ' <"$T/a3.out")"
 
 # ---- sound devices: none here, and the CLI says so in one line -------------------------------------------
 out=$(timeout 20 "$PL" --home "$T/alice" call bob --device --duration 1 2>&1)

@@ -963,10 +963,11 @@ static int cmd_ping(void)
  * three-minute voicemail is encoded and stored first). */
 static int control_timeout_ms = CONTROL_TIMEOUT_MS;
 
-/* Sends {"cmd": name, ...extra} and returns the parsed reply, or NULL after
- * printing the error (with *rc set). */
+/* Connects to the daemon and sends {"cmd": name, ...extra} (extra is
+ * consumed). Returns the connection, or -1 after printing the error (with
+ * *rc set). */
 static int exit_for(const char *kind);
-static cJSON *control_call(const char *name, cJSON *extra, int *rc)
+static int control_send(const char *name, cJSON *extra, int *rc)
 {
     char path[PL_HOME_PATH_MAX + 32];
     if (g.control) snprintf(path, sizeof path, "%s", g.control);
@@ -981,7 +982,7 @@ static cJSON *control_call(const char *name, cJSON *extra, int *rc)
     if (strlen(path) >= sizeof sa.sun_path) {
         cJSON_free(line);
         *rc = fail(EXIT_USAGE, "usage", "the control socket path %s is too long (use --control)", path);
-        return NULL;
+        return -1;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -989,27 +990,58 @@ static cJSON *control_call(const char *name, cJSON *extra, int *rc)
         if (fd >= 0) close(fd);
         free(line);
         *rc = fail(EXIT_NO_DAEMON, "no_daemon", "the daemon is not running (nothing answers at %s; start parleyd)", path);
-        return NULL;
+        return -1;
     }
     bool sent = line && write_all(fd, (const uint8_t *)line, strlen(line)) && write_all(fd, (const uint8_t *)"\n", 1);
     free(line);
-    static char buf[1 << 20];
-    size_t have = 0;
-    while (sent && have < sizeof buf - 1) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, control_timeout_ms) != 1) break;
-        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
-        if (n <= 0) break;
-        have += (size_t)n;
-        if (memchr(buf, '\n', have)) break;
-    }
-    close(fd);
-    buf[have] = 0;
-    cJSON *reply = have ? cJSON_Parse(buf) : NULL;
-    if (!reply) {
+    if (!sent) {
+        close(fd);
         *rc = fail(EXIT_NO_DAEMON, "no_reply", "the daemon at %s did not answer", path);
-        return NULL;
+        return -1;
     }
+    return fd;
+}
+
+/* A connection the daemon keeps writing lines to (a follow). */
+typedef struct control_lines {
+    int fd;
+    size_t have;
+    char buf[1 << 16];
+} control_lines;
+
+enum { LINE_CLOSED = -1, LINE_NONE = 0, LINE_GOT = 1 };
+
+/* The next line, parsed into *out (NULL when it is not JSON): LINE_GOT;
+ * LINE_NONE when nothing came within wait_ms or a signal came first;
+ * LINE_CLOSED when the daemon closed the connection. */
+static int control_next_line(control_lines *l, int wait_ms, cJSON **out)
+{
+    *out = NULL;
+    for (;;) {
+        char *nl = memchr(l->buf, '\n', l->have);
+        if (nl) {
+            *nl = 0;
+            *out = cJSON_Parse(l->buf);
+            size_t used = (size_t)(nl - l->buf) + 1;
+            memmove(l->buf, nl + 1, l->have - used);
+            l->have -= used;
+            return LINE_GOT;
+        }
+        if (l->have == sizeof l->buf - 1) l->have = 0; /* a line too long: dropped */
+        struct pollfd p = {.fd = l->fd, .events = POLLIN};
+        int r = poll(&p, 1, wait_ms);
+        if (r < 0 && errno != EINTR) return LINE_CLOSED;
+        if (r <= 0) return LINE_NONE;
+        ssize_t n = recv(l->fd, l->buf + l->have, sizeof l->buf - 1 - l->have, 0);
+        if (n <= 0) return LINE_CLOSED;
+        l->have += (size_t)n;
+    }
+}
+
+/* A reply that says ok: itself. Otherwise NULL after printing the error
+ * (with *rc set); the reply is consumed either way. */
+static cJSON *reply_ok(cJSON *reply, int *rc)
+{
     const cJSON *ok = cJSON_GetObjectItemCaseSensitive(reply, "ok");
     if (!cJSON_IsTrue(ok)) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(reply, "message");
@@ -1021,6 +1053,32 @@ static cJSON *control_call(const char *name, cJSON *extra, int *rc)
     }
     *rc = 0;
     return reply;
+}
+
+/* Sends {"cmd": name, ...extra} and returns the parsed reply, or NULL after
+ * printing the error (with *rc set). */
+static cJSON *control_call(const char *name, cJSON *extra, int *rc)
+{
+    int fd = control_send(name, extra, rc);
+    if (fd < 0) return NULL;
+    static char buf[1 << 20];
+    size_t have = 0;
+    while (have < sizeof buf - 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, control_timeout_ms) != 1) break;
+        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+        if (n <= 0) break;
+        have += (size_t)n;
+        if (memchr(buf, '\n', have)) break;
+    }
+    close(fd);
+    buf[have] = 0;
+    cJSON *reply = have ? cJSON_Parse(buf) : NULL;
+    if (!reply) {
+        *rc = fail(EXIT_NO_DAEMON, "no_reply", "the daemon did not answer");
+        return NULL;
+    }
+    return reply_ok(reply, rc);
 }
 
 static const char *jstr(const cJSON *o, const char *key)
@@ -1243,15 +1301,17 @@ static void add_audio(cJSON *req)
     if (g.duration) cJSON_AddNumberToObject(req, "duration", atof(g.duration));
 }
 
-/* The call with this id as the daemon reports it (NULL: gone, rc set). */
-static cJSON *call_info(uint32_t id, cJSON **reply, int *rc)
+/* Asks the daemon for call id's record now and again whenever the call
+ * changes, on one connection (l; any earlier one is closed). */
+static bool call_follow_open(control_lines *l, uint32_t id, int *rc)
 {
+    if (l->fd >= 0) close(l->fd);
     cJSON *req = cJSON_CreateObject();
     cJSON_AddNumberToObject(req, "id", id);
-    *reply = control_call("calls", req, rc);
-    if (!*reply) return NULL;
-    cJSON *arr = cJSON_GetObjectItemCaseSensitive(*reply, "calls");
-    return cJSON_GetArrayItem(arr, 0);
+    cJSON_AddBoolToObject(req, "follow", true);
+    l->have = 0;
+    l->fd = control_send("calls", req, rc);
+    return l->fd >= 0;
 }
 
 static int exit_for_end(const char *end)
@@ -1282,113 +1342,141 @@ static void print_path(const cJSON *c)
 }
 
 /* Follows a call until it ends, telling people what happens; returns the
- * exit code its end calls for. */
+ * exit code its end calls for. The daemon sends the call's record whenever
+ * it changes; between records we look at Ctrl-C and --timeout at least
+ * once a second. */
 static int follow_call(uint32_t id, bool outgoing)
 {
     signal(SIGINT, on_call_signal);
     signal(SIGTERM, on_call_signal);
     char last_state[64] = "";
-    bool hung_up = false, rang = false, was_answered = false;
-    bool said_end = false, said_leaving = false, vm_stopped = false;
+    bool hung_up = false, rang = false, was_answered = false, answered = false;
+    bool said_end = false, said_leaving = false, vm_stopped = false, leaving_vm = false;
     pl_time started = mono_now();
     double timeout = g.timeout ? atof(g.timeout) : 0;
+    static control_lines l = {.fd = -1};
+    int rc;
+    if (!call_follow_open(&l, id, &rc)) return rc;
     for (;;) {
-        int rc;
-        cJSON *reply;
-        cJSON *c = call_info(id, &reply, &rc);
-        if (!c) {
-            if (reply) cJSON_Delete(reply);
-            return rc ? rc : fail(EXIT_FAIL, "gone", "the daemon no longer knows call %u", id);
+        double left_s = timeout - (double)(mono_now() - started) / PL_SEC;
+        int wait_ms = timeout > 0 && !answered && left_s < 1 ? (int)(left_s * 1000) + 1 : 1000;
+        if (wait_ms < 1) wait_ms = 1;
+        cJSON *reply = NULL;
+        int got = control_next_line(&l, wait_ms, &reply);
+        if (got == LINE_CLOSED) {
+            close(l.fd);
+            l.fd = -1;
+            return fail(EXIT_NO_DAEMON, "no_reply", "the daemon stopped answering during call %u", id);
         }
-        const char *state = jstr(c, "state");
-        bool answered = cJSON_GetObjectItemCaseSensitive(c, "answered_after_ms") != NULL;
-        if (strcmp(state, "ended") == 0) {
-            const cJSON *merged = cJSON_GetObjectItemCaseSensitive(c, "merged_into");
-            if (cJSON_IsNumber(merged)) {
-                /* We were calling each other: the other's call is the one. */
-                id = (uint32_t)merged->valuedouble;
-                cJSON_Delete(reply);
-                continue;
-            }
-            int code = exit_for_end(jstr(c, "end"));
-            const cJSON *vm = cJSON_GetObjectItemCaseSensitive(c, "voicemail");
-            const char *vm_state = jstr(vm, "state");
-            if (!g.json && !said_end) {
-                said_end = true;
-                const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "stats");
-                if (answered)
-                    printf("call ended: %s (%s) after %.1f s; received %.0f packets, lost %.1f%%, concealed %.1f%%\n",
-                           jstr(c, "reason"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ended_here")) ? "here" : "by the other side",
-                           jnum(c, "duration_s"), jnum(st, "packets_received"), 100 * jnum(st, "loss_rx"),
-                           100 * jnum(st, "concealed_fraction"));
-                else
-                    printf("call ended: %s\n", jstr(c, "reason"));
-            }
-            if (strcmp(vm_state, "leaving") == 0) {
-                /* The call's audio goes to the callee's voicemail; Ctrl-C
-                 * (or `parley hangup`) ends the message, which is kept. */
-                if (!g.json && !said_leaving) {
-                    said_leaving = true;
-                    printf("leaving a voicemail for %s (Ctrl-C ends it)\n", jstr(c, "peer"));
-                }
-                fflush(stdout);
-                cJSON_Delete(reply);
-                if (call_interrupted && !vm_stopped) {
-                    vm_stopped = true;
-                    cJSON *req = cJSON_CreateObject();
-                    cJSON_AddNumberToObject(req, "id", id);
-                    cJSON *r = control_call("hangup", req, &rc);
-                    if (r) cJSON_Delete(r);
-                }
-                struct timespec ts = {0, 100 * 1000000L};
-                nanosleep(&ts, NULL);
-                continue;
-            }
-            if (vm) code = strcmp(vm_state, "failed") == 0 ? exit_for(jstr(vm, "error")) : EXIT_OK;
-            if (g.json) {
-                print_json(c);
-            } else if (strcmp(vm_state, "left") == 0) {
-                printf("voicemail left for %s: %.1f s, stored on %.0f of %.0f replicas (id %.8s)\n", jstr(c, "peer"),
-                       jnum(vm, "duration_s"), jnum(vm, "replicas"), jnum(vm, "of"), jstr(vm, "id"));
-            } else if (strcmp(vm_state, "queued") == 0) {
-                printf("voicemail for %s recorded (%.1f s); it will be stored once this node is online (id %.8s)\n",
-                       jstr(c, "peer"), jnum(vm, "duration_s"), jstr(vm, "id"));
-            } else if (vm) {
-                fail(code, jstr(vm, "error"), "no voicemail left for %s: %s", jstr(c, "peer"), jstr(vm, "message"));
-            } else if (outgoing && !answered && voicemail_end(jstr(c, "end"))) {
-                if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "voicemail_asked")))
-                    printf("(to leave a message: parley call %s --voicemail, or parley voicemail leave %s --from FILE.wav)\n",
-                           jstr(c, "peer"), jstr(c, "peer"));
-            } else if (outgoing && strcmp(jstr(c, "end"), "busy") == 0 &&
-                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "voicemail_asked"))) {
-                printf("no voicemail: %s is in another call and can be called again\n", jstr(c, "peer"));
-            }
-            fflush(stdout);
+        if (got == LINE_GOT && reply && !reply_ok(reply, &rc)) {
+            close(l.fd);
+            l.fd = -1;
+            return rc;
+        }
+        cJSON *c = reply ? cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(reply, "calls"), 0) : NULL;
+        if (reply && !c) {
             cJSON_Delete(reply);
-            signal(SIGINT, SIG_DFL);
-            signal(SIGTERM, SIG_DFL);
-            return code;
+            close(l.fd);
+            l.fd = -1;
+            return fail(EXIT_FAIL, "gone", "the daemon no longer knows call %u", id);
         }
-        /* The callee's phone rang (or answered at once): said once, even if
-         * the answer came before we looked. */
-        if (!g.json && !rang && outgoing && cJSON_GetObjectItemCaseSensitive(c, "dial_to_ringing_ms")) {
-            rang = true;
-            printf("ringing %s (%.0f ms after dialing)\n", jstr(c, "peer"), jnum(c, "dial_to_ringing_ms"));
-        }
-        if (!g.json && strcmp(state, last_state) != 0) {
-            if (strcmp(state, "active") == 0 && !was_answered) {
-                was_answered = true;
-                if (outgoing) printf("answered by %s after %.0f ms\n", jstr(c, "peer"), jnum(c, "answered_after_ms"));
-                else printf("connected with %s\n", jstr(c, "peer"));
-                printf("safety number %s\n", jstr(c, "safety_number"));
-                print_path(c);
-            } else if (strcmp(state, "active") == 0) printf("resumed\n");
-            else if (strcmp(state, "on hold") == 0) printf("on hold\n");
-            else if (strcmp(state, "calling") == 0 && outgoing) printf("calling %s\n", jstr(c, "peer"));
-            fflush(stdout);
-            snprintf(last_state, sizeof last_state, "%s", state);
+        if (c) {
+            const char *state = jstr(c, "state");
+            answered = cJSON_GetObjectItemCaseSensitive(c, "answered_after_ms") != NULL;
+            leaving_vm = false;
+            if (strcmp(state, "ended") == 0) {
+                const cJSON *merged = cJSON_GetObjectItemCaseSensitive(c, "merged_into");
+                if (cJSON_IsNumber(merged)) {
+                    /* We were calling each other: the other's call is the one. */
+                    id = (uint32_t)merged->valuedouble;
+                    cJSON_Delete(reply);
+                    if (!call_follow_open(&l, id, &rc)) return rc;
+                    continue;
+                }
+                int code = exit_for_end(jstr(c, "end"));
+                const cJSON *vm = cJSON_GetObjectItemCaseSensitive(c, "voicemail");
+                const char *vm_state = jstr(vm, "state");
+                if (!g.json && !said_end) {
+                    said_end = true;
+                    const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "stats");
+                    if (answered)
+                        printf("call ended: %s (%s) after %.1f s; received %.0f packets, lost %.1f%%, concealed %.1f%%\n",
+                               jstr(c, "reason"), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ended_here")) ? "here" : "by the other side",
+                               jnum(c, "duration_s"), jnum(st, "packets_received"), 100 * jnum(st, "loss_rx"),
+                               100 * jnum(st, "concealed_fraction"));
+                    else
+                        printf("call ended: %s\n", jstr(c, "reason"));
+                }
+                if (strcmp(vm_state, "leaving") == 0) {
+                    /* The call's audio goes to the callee's voicemail; Ctrl-C
+                     * (or `parley hangup`) ends the message, which is kept. */
+                    if (!g.json && !said_leaving) {
+                        said_leaving = true;
+                        printf("leaving a voicemail for %s (Ctrl-C ends it)\n", jstr(c, "peer"));
+                    }
+                    fflush(stdout);
+                    leaving_vm = true;
+                } else {
+                    if (vm) code = strcmp(vm_state, "failed") == 0 ? exit_for(jstr(vm, "error")) : EXIT_OK;
+                    if (g.json) {
+                        print_json(c);
+                    } else if (strcmp(vm_state, "left") == 0) {
+                        printf("voicemail left for %s: %.1f s, stored on %.0f of %.0f replicas (id %.8s)\n", jstr(c, "peer"),
+                               jnum(vm, "duration_s"), jnum(vm, "replicas"), jnum(vm, "of"), jstr(vm, "id"));
+                    } else if (strcmp(vm_state, "queued") == 0) {
+                        printf("voicemail for %s recorded (%.1f s); it will be stored once this node is online (id %.8s)\n",
+                               jstr(c, "peer"), jnum(vm, "duration_s"), jstr(vm, "id"));
+                    } else if (vm) {
+                        fail(code, jstr(vm, "error"), "no voicemail left for %s: %s", jstr(c, "peer"), jstr(vm, "message"));
+                    } else if (outgoing && !answered && voicemail_end(jstr(c, "end"))) {
+                        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "voicemail_asked")))
+                            printf("(to leave a message: parley call %s --voicemail, or parley voicemail leave %s --from FILE.wav)\n",
+                                   jstr(c, "peer"), jstr(c, "peer"));
+                    } else if (outgoing && strcmp(jstr(c, "end"), "busy") == 0 &&
+                               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "voicemail_asked"))) {
+                        printf("no voicemail: %s is in another call and can be called again\n", jstr(c, "peer"));
+                    }
+                    fflush(stdout);
+                    cJSON_Delete(reply);
+                    close(l.fd);
+                    l.fd = -1;
+                    signal(SIGINT, SIG_DFL);
+                    signal(SIGTERM, SIG_DFL);
+                    return code;
+                }
+            } else {
+                /* The callee's phone rang (or answered at once): said once,
+                 * even if the answer came before we looked. */
+                if (!g.json && !rang && outgoing && cJSON_GetObjectItemCaseSensitive(c, "dial_to_ringing_ms")) {
+                    rang = true;
+                    printf("ringing %s (%.0f ms after dialing)\n", jstr(c, "peer"), jnum(c, "dial_to_ringing_ms"));
+                }
+                if (!g.json && strcmp(state, last_state) != 0) {
+                    if (strcmp(state, "active") == 0 && !was_answered) {
+                        was_answered = true;
+                        if (outgoing) printf("answered by %s after %.0f ms\n", jstr(c, "peer"), jnum(c, "answered_after_ms"));
+                        else printf("connected with %s\n", jstr(c, "peer"));
+                        printf("safety number %s\n", jstr(c, "safety_number"));
+                        print_path(c);
+                    } else if (strcmp(state, "active") == 0) printf("resumed\n");
+                    else if (strcmp(state, "on hold") == 0) printf("on hold\n");
+                    fflush(stdout);
+                    snprintf(last_state, sizeof last_state, "%s", state);
+                }
+            }
         }
         cJSON_Delete(reply);
+        if (leaving_vm) {
+            /* Ctrl-C ends the message, which is kept. */
+            if (call_interrupted && !vm_stopped) {
+                vm_stopped = true;
+                cJSON *req = cJSON_CreateObject();
+                cJSON_AddNumberToObject(req, "id", id);
+                cJSON *r = control_call("hangup", req, &rc);
+                if (r) cJSON_Delete(r);
+            }
+            continue;
+        }
         bool too_long = timeout > 0 && !answered && (double)(mono_now() - started) / PL_SEC > timeout;
         if ((call_interrupted || too_long) && !hung_up) {
             hung_up = true;
@@ -1399,12 +1487,6 @@ static int follow_call(uint32_t id, bool outgoing)
             cJSON *r = control_call("hangup", req, &rc);
             if (r) cJSON_Delete(r);
         }
-        /* Quickly while the call is set up, so that the ringing and the
-         * answer show at once; less often once it is answered: every look
-         * costs the daemon a connection and a reply, which during a call is
-         * a measurable share of what the call itself costs it. */
-        struct timespec ts = {0, (answered ? 250 : 100) * 1000000L};
-        nanosleep(&ts, NULL);
     }
 }
 
@@ -1578,82 +1660,48 @@ static void print_event(const cJSON *e)
  * one event per line until we go (SIGINT, SIGTERM, or the daemon stops). */
 static int chat_follow(void)
 {
-    char path[PL_HOME_PATH_MAX + 32];
-    if (g.control) snprintf(path, sizeof path, "%s", g.control);
-    else home_path(path, sizeof path, "control.sock");
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sa.sun_path) return fail(EXIT_USAGE, "usage", "the control socket path is too long");
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (fd >= 0) close(fd);
-        return fail(EXIT_NO_DAEMON, "no_daemon", "the daemon is not running (nothing answers at %s; start parleyd)", path);
-    }
     cJSON *req = cJSON_CreateObject();
-    cJSON_AddStringToObject(req, "cmd", "chat");
     cJSON_AddStringToObject(req, "op", "follow");
     if (g.nargs >= 2) cJSON_AddStringToObject(req, "name", g.args[1]);
     if (g.keep_unread) cJSON_AddBoolToObject(req, "mark_read", false);
-    char *line = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
-    bool sent = line && write_all(fd, (const uint8_t *)line, strlen(line)) && write_all(fd, (const uint8_t *)"\n", 1);
-    free(line);
-    if (!sent) {
-        close(fd);
-        return fail(EXIT_NO_DAEMON, "no_reply", "the daemon at %s did not answer", path);
-    }
+    int rc = EXIT_OK;
+    static control_lines l;
+    l.fd = control_send("chat", req, &rc);
+    l.have = 0;
+    if (l.fd < 0) return rc;
     struct sigaction sig = {.sa_handler = on_follow_signal};
     sigaction(SIGINT, &sig, NULL);
     sigaction(SIGTERM, &sig, NULL);
-    static char buf[1 << 16];
-    size_t have = 0;
     bool first = true;
-    int rc = EXIT_OK;
     while (!follow_stop) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = poll(&p, 1, 500);
-        if (r < 0 && errno != EINTR) break;
-        if (r <= 0) continue;
-        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
-        if (n <= 0) break;
-        have += (size_t)n;
-        buf[have] = 0;
-        char *nl;
-        while ((nl = memchr(buf, '\n', have)) != NULL) {
-            *nl = 0;
-            cJSON *e = cJSON_Parse(buf);
-            if (e && first) {
-                first = false;
-                if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "ok"))) {
-                    const char *k = jstr(e, "error");
-                    rc = fail(exit_for(k), k, "%s", jstr(e, "message"));
-                    cJSON_Delete(e);
-                    close(fd);
-                    return rc;
-                }
-                if (!g.json) {
-                    printf("following %s (Ctrl-C to stop)\n",
-                           strcmp(jstr(e, "following"), "*") == 0 ? "every conversation" : jstr(e, "following"));
-                    fflush(stdout);
-                }
-            } else if (e) {
-                if (g.json) {
-                    printf("%s\n", buf);
-                    fflush(stdout);
-                } else {
-                    print_event(e);
-                }
+        cJSON *e;
+        int got = control_next_line(&l, 500, &e);
+        if (got == LINE_CLOSED) break;
+        if (got == LINE_NONE) continue;
+        if (e && first) {
+            first = false;
+            if (!reply_ok(e, &rc)) {
+                close(l.fd);
+                return rc;
             }
-            cJSON_Delete(e);
-            size_t used = (size_t)(nl - buf) + 1;
-            memmove(buf, nl + 1, have - used);
-            have -= used;
+            if (!g.json) {
+                printf("following %s (Ctrl-C to stop)\n",
+                       strcmp(jstr(e, "following"), "*") == 0 ? "every conversation" : jstr(e, "following"));
+                fflush(stdout);
+            }
+        } else if (e) {
+            if (g.json) {
+                char *text = cJSON_PrintUnformatted(e);
+                if (text) printf("%s\n", text);
+                free(text);
+                fflush(stdout);
+            } else {
+                print_event(e);
+            }
         }
-        if (have == sizeof buf - 1) have = 0; /* a line too long: dropped */
+        cJSON_Delete(e);
     }
-    close(fd);
+    close(l.fd);
     return rc;
 }
 

@@ -72,6 +72,7 @@ static cJSON *cmd_status(parleyd *d)
     cJSON_AddStringToObject(r, "role", node && super ? "node, promoted to supernode" : super ? "supernode" : "node");
     cJSON_AddStringToObject(r, "listen", pl_addr_format(&d->local, addr, sizeof addr));
     cJSON_AddNumberToObject(r, "uptime_s", (double)(now - d->started_at) / PL_SEC);
+    cJSON_AddNumberToObject(r, "control_requests", (double)d->control_requests);
     if (!node) {
         cJSON_AddStringToObject(r, "nat", "none (a supernode is reachable; it answers STUN)");
     } else if (!d->natdisc_done) {
@@ -216,6 +217,7 @@ static const control_command CONTROL_COMMANDS[] = {
 
 static void control_line(parleyd *d, control_client *c, const char *line)
 {
+    d->control_requests++;
     cJSON *req = cJSON_Parse(line);
     const cJSON *cmd = req ? cJSON_GetObjectItemCaseSensitive(req, "cmd") : NULL;
     cJSON *reply = NULL;
@@ -241,6 +243,7 @@ static void control_line(parleyd *d, control_client *c, const char *line)
 static void control_drop(parleyd *d, control_client *c)
 {
     if (pl_stack_node(d->stack)) pd_people_client_gone(d, c->fd);
+    pd_phone_client_gone(d, c->fd);
     pd_messages_client_gone(d, c->fd);
     pl_loop_unwatch_fd(d->loop, c->fd);
     close(c->fd);

@@ -42,6 +42,7 @@ typedef struct pd_phone_options {
     const char *answer_to;   /* WAV, null, device[:NAME] */
     const char *media_trace; /* every voice payload sent, in hex (tests) */
     const char *ring_timeout;
+    const char *voice_band;  /* --voice-band wide|superwide|full */
 } pd_phone_options;
 
 /* Port mapping and the outgoing proxy (reach.c). */
@@ -113,6 +114,7 @@ typedef struct parleyd {
     int control_fd;
     char control_path[PL_HOME_PATH_MAX + 32];
     control_client clients[MAX_CONTROL_CLIENTS];
+    uint64_t control_requests; /* lines served on the control socket */
     int signal_pipe[2];
     bool hosts_dirty;
     pl_time hosts_saved_at;
@@ -141,6 +143,12 @@ typedef struct parleyd {
     pl_time audio_next;
     bool audio_running;
     FILE *media_trace;
+    /* `calls` requests with "follow": the connection gets the call's record
+     * again each time it changes (call: 0, free). */
+    struct {
+        int fd;
+        uint32_t call;
+    } call_followers[MAX_CONTROL_CLIENTS];
     /* messages.c, voicemail.c (a node) */
     struct pd_messages *msg;
     /* reach.c */
@@ -187,8 +195,14 @@ int pd_phone_option(pd_phone_options *o, int argc, char **argv, int *i);
 /* Before the stack is made: the phone's configuration (a node only). */
 void pd_phone_configure(parleyd *d, pl_stack_config *cfg);
 int pd_phone_open(parleyd *d);
+/* While a node's audio clock runs: t moved to the clock's first tick at or
+ * after it, so that protocol timers run in the wake-up the clock makes
+ * anyway. At most a frame late; otherwise t itself. */
+pl_time pd_phone_align_timer(const parleyd *d, pl_time t);
 /* Hangs up every call and closes their audio. */
 void pd_phone_close(parleyd *d);
+/* A control client went away: it follows no call any more. */
+void pd_phone_client_gone(parleyd *d, int fd);
 void pd_on_phone(parleyd *d, const pl_phone_event *ev);
 cJSON *pd_cmd_call(parleyd *d, int fd, const cJSON *req);
 cJSON *pd_cmd_answer(parleyd *d, int fd, const cJSON *req);

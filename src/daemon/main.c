@@ -190,7 +190,7 @@ void pd_rearm(parleyd *d)
         if (save_at < t) t = save_at;
     }
     if (t == PL_TIME_NEVER) pl_timer_cancel(d->loop, &d->timer);
-    else pl_timer_set(d->loop, &d->timer, t);
+    else pl_timer_set(d->loop, &d->timer, pd_phone_align_timer(d, t));
 }
 
 static void on_timer(pl_loop *loop, void *ctx)
@@ -566,7 +566,7 @@ static int usage(void)
             "          [--mailbox-quota BYTES]\n"
             "          calls: [--auto-answer] [--answer-from WAV|tone:HZ|silence|device[:NAME]]\n"
             "          [--answer-to WAV|null|device[:NAME]] [--private] [--ring-timeout S]\n"
-            "          [--block-changed-keys] [--media-trace FILE]\n"
+            "          [--block-changed-keys] [--voice-band wide|superwide|full] [--media-trace FILE]\n"
             "          reach: [--no-portmap] [--proxy http://|socks5://[USER:PASS@]IP:PORT] [--proxy-only]\n",
             PROG);
     return 2;

@@ -82,6 +82,7 @@ int pd_phone_option(pd_phone_options *o, int argc, char **argv, int *i)
     else if (strcmp(a, "--answer-to") == 0) slot = &o->answer_to;
     else if (strcmp(a, "--media-trace") == 0) slot = &o->media_trace;
     else if (strcmp(a, "--ring-timeout") == 0) slot = &o->ring_timeout;
+    else if (strcmp(a, "--voice-band") == 0) slot = &o->voice_band;
     else return 0;
     if (slot) {
         if (*i + 1 >= argc) {
@@ -97,6 +98,11 @@ int pd_phone_option(pd_phone_options *o, int argc, char **argv, int *i)
             fprintf(stderr, "%s: --ring-timeout wants 1..600 seconds\n", PROG);
             return -1;
         }
+    }
+    pl_voice_band band;
+    if (slot == &o->voice_band && !pl_voice_band_parse(o->voice_band, &band)) {
+        fprintf(stderr, "%s: --voice-band wants wide, superwide or full, not '%s'\n", PROG, o->voice_band);
+        return -1;
     }
     return 1;
 }
@@ -161,6 +167,8 @@ static pd_call *call_add(parleyd *d, uint32_t id)
     c->id = id;
     return c;
 }
+
+static void push_call(parleyd *d, const pd_call *c);
 
 /* Forgets a call's record (ended, and listed long enough). */
 static void call_drop(pd_call *c)
@@ -272,6 +280,21 @@ static void defer_reading(parleyd *d)
     if (d->udp) pl_udp_set_deferred(d->udp, d->audio_running && d->role == PL_ROLE_NODE);
 }
 
+/* The protocol's timers (keepalives, path probes, receiver reports,
+ * retransmissions) fire about fifteen times a second during a call, each a
+ * wake-up of its own between two ticks of the clock. None of them minds a
+ * frame's delay (the datagrams they answer already wait that long while
+ * reading is deferred), so they join the clock's tick instead: one wake-up
+ * per frame, whatever else is due (docs/calls.md, "CPU"). */
+pl_time pd_phone_align_timer(const parleyd *d, pl_time t)
+{
+    if (!d->audio_running || d->role != PL_ROLE_NODE || t == PL_TIME_NEVER) return t;
+    if (t <= pl_loop_now(d->loop)) return t;
+    if (t <= d->audio_next) return d->audio_next;
+    pl_time ticks = (t - d->audio_next + FRAME - 1) / FRAME;
+    return d->audio_next + ticks * FRAME;
+}
+
 static void audio_tick(pl_loop *loop, void *ctx)
 {
     parleyd *d = ctx;
@@ -297,7 +320,10 @@ static void audio_tick(pl_loop *loop, void *ctx)
             pd_log(d, "call %u: hanging up (%s)", c->id, c->src_ended ? "the audio file ended" : "--duration reached");
             pl_phone_hangup(phone(d), c->id, now);
         }
-        if (c->used && c->ended && !c->vm_leaving && now >= c->ended_at + KEEP_ENDED) call_drop(c);
+        if (c->used && c->ended && !c->vm_leaving && now >= c->ended_at + KEEP_ENDED) {
+            call_drop(c);
+            push_call(d, c);
+        }
         any |= c->used && wants_audio(c);
     }
     if (any) pl_timer_set(loop, &d->audio_timer, d->audio_next);
@@ -418,6 +444,7 @@ void pd_on_phone(parleyd *d, const pl_phone_event *ev)
         break;
     }
     (void)buf;
+    push_call(d, c);
 }
 
 void pd_phone_voicemail_done(parleyd *d, uint32_t call, cJSON *reply)
@@ -440,6 +467,7 @@ void pd_phone_voicemail_done(parleyd *d, uint32_t call, cJSON *reply)
     /* Queued: still to be stored, and the record waits for that too. */
     c->vm_leaving = queued;
     c->ended_at = pl_loop_now(d->loop); /* listed for a minute from now */
+    push_call(d, c);
 }
 
 /* ---- the phone's configuration and life ----------------------------------------------------------- */
@@ -476,6 +504,7 @@ void pd_phone_configure(parleyd *d, pl_stack_config *cfg)
     pc->privacy = d->opt.phone.privacy;
     pc->block_changed_keys = d->opt.phone.block_changed_keys;
     if (d->opt.phone.ring_timeout) pc->ring_timeout = (pl_time)atoi(d->opt.phone.ring_timeout) * PL_SEC;
+    if (d->opt.phone.voice_band) pl_voice_band_parse(d->opt.phone.voice_band, &pc->media.band);
     pc->pins = (pl_phone_pins){d, pin_lookup, pin_first_seen};
     pc->media_sent = media_sent;
     pc->media_sent_ctx = d;
@@ -800,10 +829,58 @@ static cJSON *call_json(parleyd *d, const pd_call *c, const pl_phone_call_info *
     return o;
 }
 
+/* What a follower of the call is sent: the `calls` reply with this call
+ * alone, as the event left it (no fresh statistics: nothing calls into
+ * the phone while it reports), or with none once the record is gone. */
+static void push_call(parleyd *d, const pd_call *c)
+{
+    for (size_t i = 0; i < MAX_CONTROL_CLIENTS; i++) {
+        if (!d->call_followers[i].call || d->call_followers[i].call != c->id) continue;
+        cJSON *r = pd_ok_reply();
+        cJSON *arr = cJSON_AddArrayToObject(r, "calls");
+        if (c->used) cJSON_AddItemToArray(arr, call_json(d, c, &c->last, pl_loop_now(d->loop)));
+        else d->call_followers[i].call = 0;
+        pd_control_reply(d, d->call_followers[i].fd, r);
+    }
+}
+
+void pd_phone_client_gone(parleyd *d, int fd)
+{
+    for (size_t i = 0; i < MAX_CONTROL_CLIENTS; i++)
+        if (d->call_followers[i].call && d->call_followers[i].fd == fd) d->call_followers[i].call = 0;
+}
+
+/* "follow": true with an "id" keeps the connection: after this reply, the
+ * call's record comes again whenever the call changes (a state, the path,
+ * its end, its voicemail), so that `parley call` need not ask over and
+ * over; each asking costs the daemon a connection during the call. One
+ * call per connection: a new follow replaces the last. */
+static cJSON *follow_call(parleyd *d, int fd, uint32_t id)
+{
+    size_t slot = MAX_CONTROL_CLIENTS;
+    for (size_t i = 0; i < MAX_CONTROL_CLIENTS; i++) {
+        if (d->call_followers[i].call && d->call_followers[i].fd == fd) {
+            slot = i;
+            break;
+        }
+        if (!d->call_followers[i].call && slot == MAX_CONTROL_CLIENTS) slot = i;
+    }
+    if (slot == MAX_CONTROL_CLIENTS) return pd_error_reply("busy", "too many clients follow calls already");
+    d->call_followers[slot].fd = fd;
+    d->call_followers[slot].call = id;
+    return NULL;
+}
+
 cJSON *pd_cmd_calls(parleyd *d, int fd, const cJSON *req)
 {
-    (void)fd;
     const cJSON *want = cJSON_GetObjectItemCaseSensitive(req, "id");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "follow"))) {
+        if (!cJSON_IsNumber(want) || want->valuedouble < 1 || want->valuedouble > UINT32_MAX)
+            return pd_error_reply("bad_request", "follow needs the call's \"id\"");
+        pd_call *c = call_of(d, (uint32_t)want->valuedouble);
+        cJSON *err = c ? follow_call(d, fd, c->id) : NULL;
+        if (err) return err;
+    }
     pl_time now = pl_loop_now(d->loop);
     cJSON *r = pd_ok_reply();
     cJSON *arr = cJSON_AddArrayToObject(r, "calls");
