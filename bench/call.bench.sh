@@ -17,12 +17,15 @@
 #     out, Opus, jitter buffer, AES-GCM, paths) minus the same time idle:
 #     from just before the dial to 9 s later, while both sides still send
 #     speech (the files are 10 s long); both talk at once (double talk),
-#     then, in a second call, take turns as in a conversation;
+#     then, in a second call, take turns as in a conversation; and double
+#     talk again at full band (--voice-band full), beside the default,
+#     wideband;
 #  5. a peer beside us: the same call between two baresip instances
 #     (bench/peer_baresip.sh), with its default Opus complexity and with
 #     ours, CPU measured the same way, delay and speech scores too.
 #
 # PERF=FILE records the caller's daemon with perf during the direct call.
+# FULL=0 leaves out the call at full band (4c).
 # PEER=0 leaves the peer out.
 #
 # The impaired calls run alice in privacy mode, attached to her supernode
@@ -98,6 +101,27 @@ restart_bob() {
     start bob --listen 127.0.1.2:0 "$@"
     BOB=$LAST_PID
 }
+# cpu_of_call FROM TO [OUT]: after 5 s of both daemons idle, alice calls bob
+# with FROM as her audio and TO as her recording (OUT gets `parley call
+# --json`); CA and CB get CPU per call end, alice's and bob's, over the
+# first 9 s of the call. The window ends while both files still play: the
+# same window as the peer's (bench/peer_baresip.sh), whose call ends with
+# the caller's file.
+cpu_of_call() {
+    sleep 1
+    a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
+    sleep 5
+    a1=$(cpu_ns "$ALICE") b1=$(cpu_ns "$BOB") t1=$(date +%s%N)
+    [ -n "${PERF:-}" ] && { perf record -F 2000 -g -p "$ALICE" -o "$PERF" -- sleep 9 >/dev/null 2>&1 & }
+    PERF= # the first call's only
+    "$PL" --home "$T/alice" --json call bob --from "$1" --to "$2" >"${3:-/dev/null}" 2>/dev/null &
+    local call=$!
+    sleep 9
+    a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
+    wait "$call"
+    CA=$(cpu_pct "$a0" "$a1" "$a2" "$t0" "$t1" "$t2")
+    CB=$(cpu_pct "$b0" "$b1" "$b2" "$t0" "$t1" "$t2")
+}
 
 echo "== calls on loopback (bench/call.bench.sh)"
 
@@ -120,22 +144,10 @@ echo "  first $(printf '%.1f' "${rings[0]}") ms, median $(awk '{a[NR]=$1} END {p
 # ---- 2a and 4: a direct call, no impairment; CPU per call end -----------------------------------------------
 restart_bob --bootstrap-file "$T/supernodes.rev" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
 wait_line "$T/bob.log" 'record published' 200 || die "bob"
-sleep 1
-a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
-sleep 5
-a1=$(cpu_ns "$ALICE") b1=$(cpu_ns "$BOB") t1=$(date +%s%N)
-[ -n "${PERF:-}" ] && { perf record -F 2000 -g -p "$ALICE" -o "$PERF" -- sleep 9 >/dev/null 2>&1 & }
-"$PL" --home "$T/alice" --json call bob --from "$S1" --to "$T/rec_alice.wav" >"$T/call.json" 2>/dev/null &
-CALL=$!
-# The window ends while both files still play: the same window as the
-# peer's (bench/peer_baresip.sh), whose call ends with the caller's file.
-sleep 9
-a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
-wait "$CALL"
+cpu_of_call "$S1" "$T/rec_alice.wav" "$T/call.json"
 out=$(cat "$T/call.json")
 call_s=$(num duration_s "$out")
-CPU_A=$(cpu_pct "$a0" "$a1" "$a2" "$t0" "$t1" "$t2")
-CPU_B=$(cpu_pct "$b0" "$b1" "$b2" "$t0" "$t1" "$t2")
+CPU_A=$CA CPU_B=$CB
 awk -v a0="$a0" -v a1="$a1" -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v s="$call_s" -v ca="$CPU_A" -v cb="$CPU_B" 'BEGIN {
     printf "CPU per call end (%.1f s call, the first %.1f s; WAV in and out, crypto included; idle daemon subtracted):\n", s, (t2 - t1) / 1e9;
     printf "  caller %.2f%%, callee %.2f%% of one core (idle: %.3f%% and %.3f%%) (target <= 2%%)\n",
@@ -184,8 +196,10 @@ impaired() { # LABEL IMPAIR-OPTIONS...
     # The receiver's own figures for the E-model: loss seen and audio concealed.
     local la ca lb cb
     la=$(num loss_rx "$out") ca=$(num concealed_fraction "$out")
-    lb=$(printf '%s' "$theirs" | grep -o '"loss_rx":[-0-9.e]*' | tail -1 | cut -d: -f2)
-    cb=$(printf '%s' "$theirs" | grep -o '"concealed_fraction":[-0-9.e]*' | tail -1 | cut -d: -f2)
+    # Bob's entry for this call: the one with the highest id (his daemon
+    # still lists the earlier impaired calls, ended, for a minute).
+    theirs=$(printf '%s' "$theirs" | sed 's/{"id":/\n&/g' | grep '^{"id":' | sort -t: -k2 -n | tail -1)
+    lb=$(num loss_rx "$theirs") cb=$(num concealed_fraction "$theirs")
     J1=$("$Q" "$S2" "$T/rec_alice.wav" --json --loss-pct "$(awk -v x="$la" 'BEGIN{print 100*x}')" \
         --concealed-fraction "$ca" 2>/dev/null)
     J2=$("$Q" "$S1" "$T/rec_bob.wav" --json --loss-pct "$(awk -v x="$lb" 'BEGIN{print 100*x}')" \
@@ -222,19 +236,32 @@ start alice --listen 127.0.1.1:0 --bootstrap-file "$T/sn1_only"
 ALICE=$LAST_PID
 restart_bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$T/turn_bob.wav" --answer-to "$T/rec_bob_turns.wav"
 wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
-sleep 1
-a0=$(cpu_ns "$ALICE") b0=$(cpu_ns "$BOB") t0=$(date +%s%N)
-sleep 5
-a1=$(cpu_ns "$ALICE") b1=$(cpu_ns "$BOB") t1=$(date +%s%N)
-"$PL" --home "$T/alice" --json call bob --from "$T/turn_alice.wav" --to "$T/rec_alice_turns.wav" >/dev/null 2>&1 &
-CALL=$!
-sleep 9
-a2=$(cpu_ns "$ALICE") b2=$(cpu_ns "$BOB") t2=$(date +%s%N)
-wait "$CALL"
-TURN_A=$(cpu_pct "$a0" "$a1" "$a2" "$t0" "$t1" "$t2")
-TURN_B=$(cpu_pct "$b0" "$b1" "$b2" "$t0" "$t1" "$t2")
+cpu_of_call "$T/turn_alice.wav" "$T/rec_alice_turns.wav"
+TURN_A=$CA TURN_B=$CB
 echo "CPU per call end in a conversation (each speaks 5 s, then listens; the same window):"
 echo "  caller $TURN_A%, callee $TURN_B% of one core (target <= 2%)"
+
+# ---- 4c. double talk at full band ------------------------------------------------------------------------------
+# Parley codes wideband by default (src/media/voice_codec.h); baresip below
+# codes full band. The double-talk call again with both daemons at full band
+# (--voice-band full) shows what the band costs, beside the peer.
+if [ "${FULL:-1}" != 0 ]; then
+    stop_user alice "$ALICE"
+    : >"$T/alice.log"
+    start alice --listen 127.0.1.1:0 --bootstrap-file "$T/sn1_only" --voice-band full
+    ALICE=$LAST_PID
+    restart_bob --bootstrap-file "$T/sn1_only" --voice-band full --auto-answer --answer-from "$S2" \
+        --answer-to "$T/rec_bob_full.wav"
+    wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
+    cpu_of_call "$S1" "$T/rec_alice_full.wav"
+    FULL_A=$CA FULL_B=$CB
+    J1=$("$Q" "$S2" "$T/rec_alice_full.wav" --json 2>/dev/null)
+    J2=$("$Q" "$S1" "$T/rec_bob_full.wav" --json 2>/dev/null)
+    FULL_DELAY=$(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}')
+    FULL_STOI="$(num stoi "$J2") / $(num stoi "$J1")"
+    echo "CPU per call end at full band (--voice-band full; double talk, the same window):"
+    echo "  caller $FULL_A%, callee $FULL_B% of one core; STOI $FULL_STOI, one-way $FULL_DELAY ms"
+fi
 
 # ---- 5. a peer beside us: baresip ------------------------------------------------------------------------------
 peer() { # LABEL OPUS-SETTINGS...
@@ -253,11 +280,13 @@ peer() { # LABEL OPUS-SETTINGS...
 if [ "${PEER:-1}" != 0 ]; then
     echo "beside a peer (the same call on the same machine in the same run; CPU per call end over the same window, idle subtracted):"
     printf '  %-70s %6s  %6s  %9s   %s\n' "" caller callee "one-way" "STOI a->b / b->a"
-    printf '  %-70s %5s%%  %5s%%  %6s ms   %s\n' "parley, opus complexity 5 (voip, 32 kbit/s, FEC, DTX, silence gate)" "$CPU_A" "$CPU_B" "$DELAY" "$STOI"
+    printf '  %-70s %5s%%  %5s%%  %6s ms   %s\n' "parley, opus complexity 5, wideband (voip, 32 kbit/s, FEC, DTX, gate)" "$CPU_A" "$CPU_B" "$DELAY" "$STOI"
+    [ -n "${FULL_A:-}" ] && printf '  %-70s %5s%%  %5s%%  %6s ms   %s\n' "parley, the same at full band (--voice-band full)" \
+        "$FULL_A" "$FULL_B" "$FULL_DELAY" "$FULL_STOI"
     peer "opus complexity 10 (its default; 28 kbit/s)" &&
         peer "opus complexity 5 (voip, 32 kbit/s, FEC, no DTX)" opus_complexity 5 opus_application voip \
             opus_bitrate 32000 opus_inbandfec yes
-    echo "  (baresip: SIP on loopback, SRTP AES_CM_128_HMAC_SHA1_80, aufile in, sndfile out, no sound card, jitter"
+    echo "  (baresip: full band, SIP on loopback, SRTP AES_CM_128_HMAC_SHA1_80, aufile in, sndfile out, no sound card, jitter"
     echo "   buffer 5-10 frames (its default); its delay: sent-to-decoded per frame, median, plus the codec's lookahead;"
     echo "   no DTX: its jitter buffer releases a frame only when a packet arrives, so DTX's silences stall it)"
 fi
