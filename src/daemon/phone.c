@@ -855,7 +855,7 @@ void pd_phone_client_gone(parleyd *d, int fd)
  * its end, its voicemail), so that `parley call` need not ask over and
  * over; each asking costs the daemon a connection during the call. One
  * call per connection: a new follow replaces the last. */
-static cJSON *follow_call(parleyd *d, int fd, uint32_t id)
+static cJSON *add_call_follower(parleyd *d, int fd, uint32_t id)
 {
     size_t slot = MAX_CONTROL_CLIENTS;
     for (size_t i = 0; i < MAX_CONTROL_CLIENTS; i++) {
@@ -878,7 +878,7 @@ cJSON *pd_cmd_calls(parleyd *d, int fd, const cJSON *req)
         if (!cJSON_IsNumber(want) || want->valuedouble < 1 || want->valuedouble > UINT32_MAX)
             return pd_error_reply("bad_request", "follow needs the call's \"id\"");
         pd_call *c = call_of(d, (uint32_t)want->valuedouble);
-        cJSON *err = c ? follow_call(d, fd, c->id) : NULL;
+        cJSON *err = c ? add_call_follower(d, fd, c->id) : NULL;
         if (err) return err;
     }
     pl_time now = pl_loop_now(d->loop);
