@@ -93,13 +93,30 @@ cpu_pct() {
     awk -v a0="$1" -v a1="$2" -v a2="$3" -v t0="$4" -v t1="$5" -v t2="$6" \
         'BEGIN { printf "%.2f", 100 * ((a2 - a1) / (t2 - t1) - (a1 - a0) / (t1 - t0)) }'
 }
-# Restarts bob with ARGS after his --listen, with a fresh log so that the
-# wait for his record sees this start's line.
-restart_bob() {
-    stop_user bob "$BOB"
-    : >"$T/bob.log"
-    start bob --listen 127.0.1.2:0 "$@"
-    BOB=$LAST_PID
+# restart alice|bob ARGS: (re)starts the user on their address with ARGS,
+# with a fresh log so that the wait for the record sees this start's line;
+# ALICE or BOB gets the new process.
+declare -A LISTEN=([alice]=127.0.1.1:0 [bob]=127.0.1.2:0)
+restart() {
+    local u=$1 var=${1^^}
+    shift
+    [ -n "${!var:-}" ] && stop_user "$u" "${!var}"
+    : >"$T/$u.log"
+    start "$u" --listen "${LISTEN[$u]}" "$@"
+    printf -v "$var" %s "$LAST_PID"
+}
+# score_pair ALICE-RECORDING BOB-RECORDING: parley-quality of each against
+# the other side's speech (J1: what alice heard, J2: what bob heard), and
+# PAIR_DELAY, the one-way delay: each recording starts when its side's
+# media starts, and the callee's starts first (it answers, then the answer
+# travels); that skew adds to one direction's measured delay and takes as
+# much from the other's, so the mean of the two is the one-way delay.
+# PAIR_STOI: alice->bob / bob->alice.
+score_pair() {
+    J1=$("$Q" "$S2" "$1" --json 2>/dev/null)
+    J2=$("$Q" "$S1" "$2" --json 2>/dev/null)
+    PAIR_DELAY=$(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}')
+    PAIR_STOI="$(num stoi "$J2") / $(num stoi "$J1")"
 }
 # cpu_of_call FROM TO [OUT]: after 5 s of both daemons idle, alice calls bob
 # with FROM as her audio and TO as her recording (OUT gets `parley call
@@ -142,7 +159,7 @@ echo "dial to ringing (look-up, relay grant, handshake, invite; cold session), 6
 echo "  first $(printf '%.1f' "${rings[0]}") ms, median $(awk '{a[NR]=$1} END {printf "%.1f", (a[3]+a[4])/2}' "$T/rings") ms, max $(tail -1 "$T/rings") ms (target <= 100 ms)"
 
 # ---- 2a and 4: a direct call, no impairment; CPU per call end -----------------------------------------------
-restart_bob --bootstrap-file "$T/supernodes.rev" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
+restart bob --bootstrap-file "$T/supernodes.rev" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
 wait_line "$T/bob.log" 'record published' 200 || die "bob"
 cpu_of_call "$S1" "$T/rec_alice.wav" "$T/call.json"
 out=$(cat "$T/call.json")
@@ -152,14 +169,8 @@ awk -v a0="$a0" -v a1="$a1" -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v t
     printf "CPU per call end (%.1f s call, the first %.1f s; WAV in and out, crypto included; idle daemon subtracted):\n", s, (t2 - t1) / 1e9;
     printf "  caller %.2f%%, callee %.2f%% of one core (idle: %.3f%% and %.3f%%) (target <= 2%%)\n",
         ca, cb, 100 * (a1 - a0) / (t1 - t0), 100 * (b1 - b0) / (t1 - t0) }'
-J1=$("$Q" "$S2" "$T/rec_alice.wav" --json 2>/dev/null)
-J2=$("$Q" "$S1" "$T/rec_bob.wav" --json 2>/dev/null)
-# Each recording starts when its side's media starts, and the callee's starts
-# first (it answers, then the answer travels): that skew adds to one
-# direction's measured delay and takes as much from the other's, so the
-# mean of the two is the one-way delay.
-DELAY=$(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}')
-STOI="$(num stoi "$J2") / $(num stoi "$J1")"
+score_pair "$T/rec_alice.wav" "$T/rec_bob.wav"
+DELAY=$PAIR_DELAY STOI=$PAIR_STOI
 echo "one-way delay, direct on loopback (network ~0): the software adds $DELAY ms (target <= 45 ms)"
 echo "  (measured $(num delay_ms "$J2") ms alice->bob and $(num delay_ms "$J1") ms bob->alice: the skew between the two media starts cancels in the mean)"
 echo "  STOI $(num stoi "$J2") / $(num stoi "$J1"), R $(num r "$J2") / $(num r "$J1")"
@@ -174,7 +185,7 @@ SN1=$(head -1 "$T/supernodes")
 # super2 stops, and bob attaches to super1.
 stop_user super2 "${SUPER_PIDS[1]}"
 echo "$SN1" >"$T/sn1_only"
-restart_bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
+restart bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$S2" --answer-to "$T/rec_bob.wav"
 wait_line "$T/bob.log" 'record published' 200 || die "bob on super1"
 impaired() { # LABEL IMPAIR-OPTIONS...
     local label=$1
@@ -231,10 +242,8 @@ sox "$S1" "$T/turn_alice.wav" trim 0 5 pad 0 5 2>/dev/null && sox "$S2" "$T/turn
 # A fresh log for alice too, and no host cache: she last attached through
 # parley-impair.
 rm -f "$T/alice/hosts"
-: >"$T/alice.log"
-start alice --listen 127.0.1.1:0 --bootstrap-file "$T/sn1_only"
-ALICE=$LAST_PID
-restart_bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$T/turn_bob.wav" --answer-to "$T/rec_bob_turns.wav"
+restart alice --bootstrap-file "$T/sn1_only"
+restart bob --bootstrap-file "$T/sn1_only" --auto-answer --answer-from "$T/turn_bob.wav" --answer-to "$T/rec_bob_turns.wav"
 wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
 cpu_of_call "$T/turn_alice.wav" "$T/rec_alice_turns.wav"
 TURN_A=$CA TURN_B=$CB
@@ -246,19 +255,14 @@ echo "  caller $TURN_A%, callee $TURN_B% of one core (target <= 2%)"
 # codes full band. The double-talk call again with both daemons at full band
 # (--voice-band full) shows what the band costs, beside the peer.
 if [ "${FULL:-1}" != 0 ]; then
-    stop_user alice "$ALICE"
-    : >"$T/alice.log"
-    start alice --listen 127.0.1.1:0 --bootstrap-file "$T/sn1_only" --voice-band full
-    ALICE=$LAST_PID
-    restart_bob --bootstrap-file "$T/sn1_only" --voice-band full --auto-answer --answer-from "$S2" \
+    restart alice --bootstrap-file "$T/sn1_only" --voice-band full
+    restart bob --bootstrap-file "$T/sn1_only" --voice-band full --auto-answer --answer-from "$S2" \
         --answer-to "$T/rec_bob_full.wav"
     wait_line "$T/alice.log" 'record published' 200 && wait_line "$T/bob.log" 'record published' 200 || die "attach"
     cpu_of_call "$S1" "$T/rec_alice_full.wav"
     FULL_A=$CA FULL_B=$CB
-    J1=$("$Q" "$S2" "$T/rec_alice_full.wav" --json 2>/dev/null)
-    J2=$("$Q" "$S1" "$T/rec_bob_full.wav" --json 2>/dev/null)
-    FULL_DELAY=$(awk -v a="$(num delay_ms "$J2")" -v b="$(num delay_ms "$J1")" 'BEGIN{printf "%.1f", (a+b)/2}')
-    FULL_STOI="$(num stoi "$J2") / $(num stoi "$J1")"
+    score_pair "$T/rec_alice_full.wav" "$T/rec_bob_full.wav"
+    FULL_DELAY=$PAIR_DELAY FULL_STOI=$PAIR_STOI
     echo "CPU per call end at full band (--voice-band full; double talk, the same window):"
     echo "  caller $FULL_A%, callee $FULL_B% of one core; STOI $FULL_STOI, one-way $FULL_DELAY ms"
 fi

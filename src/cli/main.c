@@ -1303,9 +1303,15 @@ static void add_audio(cJSON *req)
 
 /* Asks the daemon for call id's record now and again whenever the call
  * changes, on one connection (l; any earlier one is closed). */
-static bool call_follow_open(control_lines *l, uint32_t id, int *rc)
+static void call_follow_close(control_lines *l)
 {
     if (l->fd >= 0) close(l->fd);
+    l->fd = -1;
+}
+
+static bool call_follow_open(control_lines *l, uint32_t id, int *rc)
+{
+    call_follow_close(l);
     cJSON *req = cJSON_CreateObject();
     cJSON_AddNumberToObject(req, "id", id);
     cJSON_AddBoolToObject(req, "follow", true);
@@ -1364,20 +1370,17 @@ static int follow_call(uint32_t id, bool outgoing)
         cJSON *reply = NULL;
         int got = control_next_line(&l, wait_ms, &reply);
         if (got == LINE_CLOSED) {
-            close(l.fd);
-            l.fd = -1;
+            call_follow_close(&l);
             return fail(EXIT_NO_DAEMON, "no_reply", "the daemon stopped answering during call %u", id);
         }
         if (got == LINE_GOT && reply && !reply_ok(reply, &rc)) {
-            close(l.fd);
-            l.fd = -1;
+            call_follow_close(&l);
             return rc;
         }
         cJSON *c = reply ? cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(reply, "calls"), 0) : NULL;
         if (reply && !c) {
             cJSON_Delete(reply);
-            close(l.fd);
-            l.fd = -1;
+            call_follow_close(&l);
             return fail(EXIT_FAIL, "gone", "the daemon no longer knows call %u", id);
         }
         if (c) {
@@ -1438,8 +1441,7 @@ static int follow_call(uint32_t id, bool outgoing)
                     }
                     fflush(stdout);
                     cJSON_Delete(reply);
-                    close(l.fd);
-                    l.fd = -1;
+                    call_follow_close(&l);
                     signal(SIGINT, SIG_DFL);
                     signal(SIGTERM, SIG_DFL);
                     return code;

@@ -42,7 +42,7 @@ typedef struct pd_phone_options {
     const char *answer_to;   /* WAV, null, device[:NAME] */
     const char *media_trace; /* every voice payload sent, in hex (tests) */
     const char *ring_timeout;
-    const char *voice_band;  /* --voice-band wide|superwide|full */
+    pl_voice_band voice_band; /* --voice-band wide|superwide|full */
 } pd_phone_options;
 
 /* Port mapping and the outgoing proxy (reach.c). */

@@ -82,8 +82,13 @@ int pd_phone_option(pd_phone_options *o, int argc, char **argv, int *i)
     else if (strcmp(a, "--answer-to") == 0) slot = &o->answer_to;
     else if (strcmp(a, "--media-trace") == 0) slot = &o->media_trace;
     else if (strcmp(a, "--ring-timeout") == 0) slot = &o->ring_timeout;
-    else if (strcmp(a, "--voice-band") == 0) slot = &o->voice_band;
-    else return 0;
+    else if (strcmp(a, "--voice-band") == 0) {
+        if (*i + 1 >= argc || !pl_voice_band_parse(argv[*i + 1], &o->voice_band)) {
+            fprintf(stderr, "%s: --voice-band wants wide, superwide or full\n", PROG);
+            return -1;
+        }
+        ++*i;
+    } else return 0;
     if (slot) {
         if (*i + 1 >= argc) {
             fprintf(stderr, "%s: %s needs a value\n", PROG, a);
@@ -98,11 +103,6 @@ int pd_phone_option(pd_phone_options *o, int argc, char **argv, int *i)
             fprintf(stderr, "%s: --ring-timeout wants 1..600 seconds\n", PROG);
             return -1;
         }
-    }
-    pl_voice_band band;
-    if (slot == &o->voice_band && !pl_voice_band_parse(o->voice_band, &band)) {
-        fprintf(stderr, "%s: --voice-band wants wide, superwide or full, not '%s'\n", PROG, o->voice_band);
-        return -1;
     }
     return 1;
 }
@@ -504,7 +504,7 @@ void pd_phone_configure(parleyd *d, pl_stack_config *cfg)
     pc->privacy = d->opt.phone.privacy;
     pc->block_changed_keys = d->opt.phone.block_changed_keys;
     if (d->opt.phone.ring_timeout) pc->ring_timeout = (pl_time)atoi(d->opt.phone.ring_timeout) * PL_SEC;
-    if (d->opt.phone.voice_band) pl_voice_band_parse(d->opt.phone.voice_band, &pc->media.band);
+    pc->media.band = d->opt.phone.voice_band;
     pc->pins = (pl_phone_pins){d, pin_lookup, pin_first_seen};
     pc->media_sent = media_sent;
     pc->media_sent_ctx = d;

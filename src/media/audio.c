@@ -325,7 +325,7 @@ static bool wav_sink_grow(wav_sink *w)
      * one as before. */
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t from = w->map_len / page * page;
-    (void)madvise(map, page, MADV_POPULATE_WRITE);
+    if (from) (void)madvise(map, page, MADV_POPULATE_WRITE); /* the header's page, mapped anew */
     (void)madvise(map + from, len - from, MADV_POPULATE_WRITE);
     w->map = map;
     w->map_len = len;

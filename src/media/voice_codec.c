@@ -59,12 +59,27 @@ const char *pl_voice_strerror(pl_voice_err err)
     return "unknown voice codec error";
 }
 
+/* Each band: its name, Opus's bandwidth, and the table-of-contents
+ * configuration of one 20 ms frame of it (RFC 6716 table 2: 9 is SILK
+ * wideband, 13 and 15 hybrid super-wideband and full band), which stands
+ * for the band until the first packet. */
+static const struct {
+    const char *name;
+    int opus;
+    uint8_t toc_config;
+} BANDS[] = {
+    [PL_VOICE_BAND_DEFAULT] = {"wide", OPUS_BANDWIDTH_WIDEBAND, 9},
+    [PL_VOICE_BAND_WIDE] = {"wide", OPUS_BANDWIDTH_WIDEBAND, 9},
+    [PL_VOICE_BAND_SUPERWIDE] = {"superwide", OPUS_BANDWIDTH_SUPERWIDEBAND, 13},
+    [PL_VOICE_BAND_FULL] = {"full", OPUS_BANDWIDTH_FULLBAND, 15},
+};
+#define N_BANDS (sizeof BANDS / sizeof BANDS[0])
+
 bool pl_voice_band_parse(const char *text, pl_voice_band *out)
 {
-    static const pl_voice_band bands[] = {PL_VOICE_BAND_WIDE, PL_VOICE_BAND_SUPERWIDE, PL_VOICE_BAND_FULL};
-    for (size_t i = 0; i < sizeof bands / sizeof bands[0]; i++)
-        if (text && strcmp(text, pl_voice_band_name(bands[i])) == 0) {
-            *out = bands[i];
+    for (size_t i = PL_VOICE_BAND_WIDE; text && i < N_BANDS; i++)
+        if (strcmp(text, BANDS[i].name) == 0) {
+            *out = (pl_voice_band)i;
             return true;
         }
     return false;
@@ -72,24 +87,7 @@ bool pl_voice_band_parse(const char *text, pl_voice_band *out)
 
 const char *pl_voice_band_name(pl_voice_band band)
 {
-    switch (band) {
-    case PL_VOICE_BAND_DEFAULT:
-    case PL_VOICE_BAND_WIDE: return "wide";
-    case PL_VOICE_BAND_SUPERWIDE: return "superwide";
-    case PL_VOICE_BAND_FULL: return "full";
-    }
-    return "unknown";
-}
-
-static int opus_band(pl_voice_band band)
-{
-    switch (band) {
-    case PL_VOICE_BAND_DEFAULT:
-    case PL_VOICE_BAND_WIDE: return OPUS_BANDWIDTH_WIDEBAND;
-    case PL_VOICE_BAND_SUPERWIDE: return OPUS_BANDWIDTH_SUPERWIDEBAND;
-    case PL_VOICE_BAND_FULL: return OPUS_BANDWIDTH_FULLBAND;
-    }
-    return -1;
+    return (size_t)band < N_BANDS ? BANDS[band].name : "unknown";
 }
 
 pl_voice_err pl_voice_enc_new(pl_voice_enc **out, const pl_voice_enc_config *config)
@@ -99,9 +97,9 @@ pl_voice_err pl_voice_enc_new(pl_voice_enc **out, const pl_voice_enc_config *con
     int complexity = config && config->complexity >= 0 ? config->complexity : PL_VOICE_DEFAULT_COMPLEXITY;
     if (!config) complexity = PL_VOICE_DEFAULT_COMPLEXITY;
     int loss = config ? config->loss_perc : 0;
-    int band = opus_band(config ? config->band : PL_VOICE_BAND_DEFAULT);
+    size_t band = config ? (size_t)config->band : PL_VOICE_BAND_DEFAULT;
     if (bitrate < PL_VOICE_BITRATE_MIN || bitrate > PL_VOICE_BITRATE_MAX || complexity > 10 || loss < 0 ||
-        loss > 100 || band < 0)
+        loss > 100 || band >= N_BANDS)
         return PL_VOICE_ERR_ARG;
     pl_voice_enc *enc = calloc(1, sizeof *enc);
     if (!enc) return PL_VOICE_ERR_NOMEM;
@@ -116,7 +114,7 @@ pl_voice_err pl_voice_enc_new(pl_voice_enc **out, const pl_voice_enc_config *con
     if (opus_encoder_ctl(enc->opus, OPUS_SET_BITRATE(bitrate)) != OPUS_OK ||
         opus_encoder_ctl(enc->opus, OPUS_SET_COMPLEXITY(complexity)) != OPUS_OK ||
         opus_encoder_ctl(enc->opus, OPUS_SET_SIGNAL(OPUS_SIGNAL_VOICE)) != OPUS_OK ||
-        opus_encoder_ctl(enc->opus, OPUS_SET_MAX_BANDWIDTH(band)) != OPUS_OK ||
+        opus_encoder_ctl(enc->opus, OPUS_SET_MAX_BANDWIDTH(BANDS[band].opus)) != OPUS_OK ||
         opus_encoder_ctl(enc->opus, OPUS_SET_INBAND_FEC(fec ? 1 : 0)) != OPUS_OK ||
         opus_encoder_ctl(enc->opus, OPUS_SET_PACKET_LOSS_PERC(loss)) != OPUS_OK ||
         opus_encoder_ctl(enc->opus, OPUS_SET_DTX(dtx ? 1 : 0)) != OPUS_OK ||
@@ -130,10 +128,7 @@ pl_voice_err pl_voice_enc_new(pl_voice_enc **out, const pl_voice_enc_config *con
     enc->opus_dtx = dtx;
     enc->faint_energy = gate_energy(PL_VOICE_GATE_FAINT_DBFS);
     enc->loud_energy = gate_energy(PL_VOICE_GATE_LOUD_DBFS);
-    /* Until the first packet: one 20 ms frame of the widest band allowed
-     * (RFC 6716 table 2: configuration 9 is SILK wideband, 13 and 15 are
-     * hybrid super-wideband and full band). */
-    enc->last_toc = (band == OPUS_BANDWIDTH_WIDEBAND ? 9 : band == OPUS_BANDWIDTH_SUPERWIDEBAND ? 13 : 15) << 3;
+    enc->last_toc = (uint8_t)(BANDS[band].toc_config << 3);
     *out = enc;
     return PL_VOICE_OK;
 }
